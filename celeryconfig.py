@@ -1,0 +1,66 @@
+"""Celery settings for herald, every one read from the environment through herald.settings.
+
+``celery -A herald.app worker -Q resolve`` and ``herald worker --pool resolve`` both load
+this module; the README lists the environment variables.
+"""
+
+from kombu import Exchange, Queue
+
+from herald.routing import QUEUES, RETRY_QUEUE, TASK_ROUTES
+from herald.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.effective_broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options: dict[str, object]
+if broker_url.startswith("sqla+"):
+    # kombu's SQLAlchemy transport hands its options to create_engine: only engine arguments here.
+    # Several processes share the SQLite file: wait for its lock rather than fail.
+    broker_transport_options = {"connect_args": {"timeout": 30}}
+    from kombu.transport import sqlalchemy as _sqla
+
+    # It polls its tables (default once a second); a tenth of that keeps the demo snappy.
+    _sqla.Transport.polling_interval = 0.1
+elif broker_url.startswith(("amqp", "pyamqp")):
+    # Publisher confirms: a publish returns only once RabbitMQ has the message.
+    broker_transport_options = {"confirm_publish": True}
+else:
+    broker_transport_options = {
+        # Redis: an unacknowledged message returns to its queue after this long. It must stay
+        # above every countdown herald uses (retry_max_s), or a waiting retry would run twice.
+        "visibility_timeout": _settings.visibility_timeout_s,
+        # Never wait on a dead socket for ever.
+        "socket_timeout": _settings.publish_timeout_s,
+        "socket_connect_timeout": _settings.publish_timeout_s,
+    }
+if _settings.visibility_timeout_s <= _settings.retry_max_s:
+    raise ValueError("HERALD_VISIBILITY_TIMEOUT_S must be greater than HERALD_RETRY_MAX_S")
+
+task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
+task_routes = TASK_ROUTES
+task_default_queue = RETRY_QUEUE  # never used by herald's own tasks: the routing test proves it
+task_create_missing_queues = False
+
+task_serializer = "json"
+accept_content = ["json"]
+result_backend = None
+task_ignore_result = True
+
+# Reliability: a task is acknowledged only after it ran; a killed worker's task comes back.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_consumer = "herald.consumer:DeadLetteringConsumer"
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+# Flower and `celery events` see tasks as they are sent and run.
+worker_send_task_events = True
+task_send_sent_event = True
+
+timezone = "UTC"
+enable_utc = True
+imports = ("workers.ingest", "workers.enrich", "workers.resolve", "workers.deliver.tasks",
+           "schedules.tasks")
+
+from schedules.beat import beat_schedule  # noqa: E402,F401  (the one schedule table)

@@ -1,0 +1,439 @@
+"""The directory: people, teams, devices, on-call rotations, resources and routes.
+
+People own it as a YAML file, reviewed in git like Alertmanager's routing tree:
+``herald directory check FILE`` validates it (every problem with its line and field) and
+``herald directory apply FILE`` loads it into the database. See docs/directory.md.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from herald.errors import DirectoryError
+from herald.events import EVENT_TYPES, Severity
+from herald.models import (
+    Device,
+    Person,
+    Resource,
+    Rotation,
+    Route,
+    Subscription,
+    Team,
+    TeamMember,
+    utcnow,
+)
+from herald.routing import CHANNELS
+
+Channel = Literal["fcm", "apns", "webpush"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebPushSubscription(_Strict):
+    endpoint: str = Field(pattern=r"^https?://")
+    keys: dict[str, str]
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        missing = {"p256dh", "auth"} - set(value)
+        if missing:
+            raise ValueError(f"missing key(s): {', '.join(sorted(missing))}")
+        return value
+
+
+class DeviceSpec(_Strict):
+    channel: Channel
+    token: str | None = Field(default=None, min_length=1)
+    fid: str | None = Field(default=None, min_length=1)
+    subscription: WebPushSubscription | None = None
+    app: str = "default"
+    environment: Literal["sandbox", "production"] = "production"
+
+    @model_validator(mode="after")
+    def _one_address(self) -> DeviceSpec:
+        given = [n for n in ("token", "fid", "subscription") if getattr(self, n) is not None]
+        allowed = {"fcm": {"token", "fid"}, "apns": {"token"}, "webpush": {"subscription"}}[self.channel]
+        if len(given) != 1 or given[0] not in allowed:
+            raise ValueError(f"a {self.channel} device needs exactly one of: {', '.join(sorted(allowed))}")
+        return self
+
+    def address(self) -> tuple[str, str]:
+        """(token_kind, token) as stored on the device row."""
+        if self.subscription is not None:
+            return "subscription", json.dumps(self.subscription.model_dump(), sort_keys=True)
+        if self.fid is not None:
+            return "fid", self.fid
+        assert self.token is not None
+        return "token", self.token
+
+
+def _hhmm(value: str) -> time:
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time of day like 22:00") from None
+
+
+class PersonSpec(_Strict):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    name: str
+    email: str | None = None
+    timezone: str = "UTC"
+    quiet_hours: tuple[str, str] | None = None
+    opt_out: list[Channel] = Field(default_factory=list)
+    devices: list[DeviceSpec] = Field(default_factory=list)
+    subscriptions: list[str] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: tuple[str, str] | None) -> tuple[str, str] | None:
+        if value is not None:
+            _hhmm(value[0]), _hhmm(value[1])
+        return value
+
+
+class TeamSpec(_Strict):
+    id: str = Field(min_length=1, max_length=64)
+    name: str | None = None
+    members: list[str] = Field(default_factory=list)
+
+
+class RotationSpec(_Strict):
+    id: str = Field(min_length=1, max_length=64)
+    team: str | None = None
+    members: list[str] = Field(min_length=1)
+    shift_hours: int = Field(default=168, ge=1)
+    starts_at: datetime
+
+    @field_validator("starts_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ResourceSpec(_Strict):
+    kind: Literal["artifact", "flow", "credential", "queue", "application", "topic"]
+    name: str = Field(min_length=1)
+    environment: str = "*"
+    owners: list[str] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class MatchSpec(_Strict):
+    types: list[str] = Field(default_factory=lambda: ["*"])
+    environments: list[str] | None = None
+    min_severity: Severity | None = None
+    owners: list[str] | None = None
+    topics: list[str] | None = None
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not fnmatch.filter(EVENT_TYPES, pattern):
+                raise ValueError(f"{pattern!r} matches no event type")
+        return value
+
+
+class RecipientSpec(_Strict):
+    team: str | None = None
+    person: str | None = None
+    on_call: str | None = None
+    owners: bool | None = None
+    subscribers: bool | None = None
+    requester: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RecipientSpec:
+        given = [k for k, v in self.model_dump().items() if v not in (None, False)]
+        if len(given) != 1:
+            raise ValueError("each recipient names exactly one of: team, person, on_call, owners, "
+                             "subscribers, requester")
+        return self
+
+    def label(self) -> str:
+        for key, value in self.model_dump().items():
+            if value not in (None, False):
+                return key if value is True else f"{key}:{value}"
+        return "?"
+
+
+class RouteSpec(_Strict):
+    id: str = Field(min_length=1, max_length=64)
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    recipients: list[RecipientSpec] = Field(min_length=1)
+    channels: list[Channel] | None = None
+    ids_only: bool = False
+    continue_: bool = Field(default=False, alias="continue")
+
+
+class DirectorySpec(_Strict):
+    people: list[PersonSpec] = Field(default_factory=list)
+    teams: list[TeamSpec] = Field(default_factory=list)
+    rotations: list[RotationSpec] = Field(default_factory=list)
+    resources: list[ResourceSpec] = Field(default_factory=list)
+    routes: list[RouteSpec] = Field(default_factory=list)
+
+
+# --- loading with line numbers -------------------------------------------------------------
+
+
+def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[(*path, key.value)] = key.start_mark.line + 1
+            _lines(value, (*path, key.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _lines(item, (*path, index), out)
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top)"
+
+
+def load(path: Path | str) -> DirectorySpec:
+    """Parse and validate a directory file; raise DirectoryError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DirectoryError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise DirectoryError([f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _lines(node, (), lines)
+
+    def at(loc: tuple[Any, ...]) -> str:
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in lines:
+                return f"{path}:{lines[loc[:cut]]}"
+        return str(path)
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise DirectoryError([f"{path}:1: the top level must be a mapping (people, teams, ...)"])
+    try:
+        spec = DirectorySpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            # pydantic adds the union/model branch names; keep the user's own keys only
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{at(loc)}: {_where(loc)}: {message}")
+        raise DirectoryError(problems) from None
+    problems = _cross_check(spec, at)
+    if problems:
+        raise DirectoryError(problems)
+    return spec
+
+
+def _cross_check(spec: DirectorySpec, at: Any) -> list[str]:
+    problems: list[str] = []
+
+    def dupes(kind: str, ids: list[str]) -> None:
+        seen: set[str] = set()
+        for index, item in enumerate(ids):
+            if item in seen:
+                problems.append(f"{at((kind, index, 'id'))}: {kind}[{index}].id: duplicate id {item!r}")
+            seen.add(item)
+
+    people = {p.id for p in spec.people}
+    teams = {t.id for t in spec.teams}
+    rotations = {r.id for r in spec.rotations}
+    dupes("people", [p.id for p in spec.people])
+    dupes("teams", [t.id for t in spec.teams])
+    dupes("rotations", [r.id for r in spec.rotations])
+    dupes("routes", [r.id for r in spec.routes])
+
+    def person(loc: tuple[Any, ...], pid: str) -> None:
+        if pid not in people:
+            problems.append(f"{at(loc)}: {_where(loc)}: unknown person {pid!r}")
+
+    def owner(loc: tuple[Any, ...], ref: str) -> None:
+        kind, _, name = ref.partition(":")
+        if kind == "team" and name in teams or kind == "person" and name in people:
+            return
+        problems.append(f"{at(loc)}: {_where(loc)}: unknown owner {ref!r} (write team:ID or person:ID)")
+
+    tokens: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for i, p in enumerate(spec.people):
+        for j, d in enumerate(p.devices):
+            key = (d.channel, d.address()[1])
+            if key in tokens:
+                problems.append(f"{at(('people', i, 'devices', j))}: people[{i}].devices[{j}]: "
+                                f"same device as {_where(tokens[key])}")
+            tokens[key] = ("people", i, "devices", j)
+    for i, t in enumerate(spec.teams):
+        for j, member in enumerate(t.members):
+            person(("teams", i, "members", j), member)
+    for i, r in enumerate(spec.rotations):
+        for j, member in enumerate(r.members):
+            person(("rotations", i, "members", j), member)
+        if r.team is not None and r.team not in teams:
+            problems.append(f"{at(('rotations', i, 'team'))}: rotations[{i}].team: unknown team {r.team!r}")
+    for i, res in enumerate(spec.resources):
+        for j, ref in enumerate(res.owners):
+            owner(("resources", i, "owners", j), ref)
+    for i, route in enumerate(spec.routes):
+        for j, rcpt in enumerate(route.recipients):
+            loc = ("routes", i, "recipients", j)
+            if rcpt.team is not None and rcpt.team not in teams:
+                problems.append(f"{at(loc)}: {_where(loc)}.team: unknown team {rcpt.team!r}")
+            if rcpt.person is not None:
+                person((*loc, "person"), rcpt.person)
+            if rcpt.on_call is not None and rcpt.on_call not in rotations:
+                problems.append(f"{at(loc)}: {_where(loc)}.on_call: unknown rotation {rcpt.on_call!r}")
+        for j, ref in enumerate(route.match.owners or []):
+            owner(("routes", i, "match", "owners", j), ref)
+    return problems
+
+
+# --- applying ------------------------------------------------------------------------------
+
+
+def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
+    """Make the database match the file, in the caller's transaction.
+
+    People missing from the file are deactivated (not deleted: past notifications name them)
+    and their devices with them. Devices registered through the API stay unless the file moves
+    their token to another person.
+    """
+    now = utcnow()
+    for model in (TeamMember, Subscription, Route, Resource, Rotation):
+        db.execute(delete(model))
+    db.flush()
+    file_people = {p.id for p in spec.people}
+    existing = set(db.scalars(select(Person.id)))
+    gone = existing - file_people
+    if gone:
+        db.execute(update(Person).where(Person.id.in_(gone)).values(active=False))
+        db.execute(update(Device).where(Device.person_id.in_(gone), Device.active.is_(True))
+                   .values(active=False, deactivated_at=now, deactivated_reason="person removed"))
+    db.execute(delete(Team))
+    for p in spec.people:
+        db.merge(Person(id=p.id, name=p.name, email=p.email, timezone=p.timezone,
+                        quiet_hours=list(p.quiet_hours) if p.quiet_hours else None,
+                        opted_out_channels=list(p.opt_out), active=True))
+    db.flush()
+    devices = 0
+    for p in spec.people:
+        for d in p.devices:
+            kind, token = d.address()
+            register_device(db, person_id=p.id, channel=d.channel, token=token, token_kind=kind,
+                            app=d.app, environment=d.environment)
+            devices += 1
+        for topic in dict.fromkeys(p.subscriptions):
+            db.add(Subscription(person_id=p.id, topic=topic))
+    for t in spec.teams:
+        db.add(Team(id=t.id, name=t.name or t.id))
+    db.flush()
+    for t in spec.teams:
+        for member in dict.fromkeys(t.members):
+            db.add(TeamMember(team_id=t.id, person_id=member))
+    for r in spec.rotations:
+        db.add(Rotation(id=r.id, team_id=r.team, members=r.members, shift_hours=r.shift_hours,
+                        starts_at=r.starts_at))
+    for res in spec.resources:
+        db.add(Resource(kind=res.kind, name=res.name, environment=res.environment, owners=res.owners,
+                        meta=res.meta))
+    for position, route in enumerate(spec.routes):
+        db.add(Route(id=route.id, position=position, match=route.match.model_dump(exclude_none=True),
+                     recipients=[r.model_dump(exclude_none=True) for r in route.recipients],
+                     channels=route.channels, ids_only=route.ids_only, continue_=route.continue_))
+    db.flush()
+    return {"people": len(spec.people), "teams": len(spec.teams), "rotations": len(spec.rotations),
+            "resources": len(spec.resources), "routes": len(spec.routes), "devices": devices,
+            "deactivated_people": len(gone)}
+
+
+def register_device(db: Session, *, person_id: str, channel: str, token: str, token_kind: str = "token",
+                    app: str = "default", environment: str = "production") -> Device:
+    """Register or refresh a device: duplicates collapse, a token moved to another person follows."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})")
+    device = db.scalar(select(Device).where(Device.channel == channel, Device.token == token))
+    if device is None:
+        device = Device(person_id=person_id, channel=channel, token=token, token_kind=token_kind, app=app,
+                        environment=environment)
+        db.add(device)
+    else:
+        device.person_id = person_id
+        device.token_kind, device.app, device.environment = token_kind, app, environment
+        device.active, device.deactivated_at, device.deactivated_reason = True, None, None
+        device.registered_at = utcnow()
+    db.flush()
+    return device
+
+
+# --- reading: on-call and quiet hours ------------------------------------------------------
+
+
+def on_call_now(rotation: Rotation, now: datetime) -> str | None:
+    """Who holds the rotation at ``now`` (None before it starts)."""
+    if now < rotation.starts_at or not rotation.members:
+        return None
+    shifts = int((now - rotation.starts_at).total_seconds() // (rotation.shift_hours * 3600))
+    return rotation.members[shifts % len(rotation.members)]
+
+
+def in_quiet_hours(person: Person, now: datetime) -> bool:
+    """True when ``now`` falls inside the person's quiet hours, in their own time zone."""
+    if not person.quiet_hours:
+        return False
+    start, end = (_hhmm(v) for v in person.quiet_hours)
+    local = now.astimezone(ZoneInfo(person.timezone)).time()
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end  # spans midnight
+
+
+def route_matches(route: Route, *, event_type: str, environment: str, severity: Severity,
+                  owners: list[str], topic: str | None) -> bool:
+    match = route.match
+    if not any(fnmatch.fnmatchcase(event_type, pattern) for pattern in match.get("types", ["*"])):
+        return False
+    if match.get("environments") is not None and environment not in match["environments"]:
+        return False
+    if match.get("min_severity") is not None and severity.rank < Severity(match["min_severity"]).rank:
+        return False
+    if match.get("owners") is not None and not set(match["owners"]) & set(owners):
+        return False
+    if match.get("topics") is not None:
+        if topic is None or not any(fnmatch.fnmatchcase(topic, p) for p in match["topics"]):
+            return False
+    return True

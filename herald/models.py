@@ -1,0 +1,352 @@
+"""herald's state: every table, in one place (SQLAlchemy 2 declarative).
+
+Portable between Postgres (production) and SQLite (the embedded default).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on Postgres and on SQLite (which stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# --- events, incidents, approvals -------------------------------------------------------
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    flow: Mapped[str] = mapped_column(String(32), index=True)
+    source: Mapped[str] = mapped_column(String(255))
+    environment: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    dedup_key: Mapped[str | None] = mapped_column(String(255))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
+    enrichment: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # received -> enriched -> resolved; or grouped (joined an open incident, nobody re-notified)
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    status_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+
+    __table_args__ = (Index("ix_events_status_at", "status", "status_at"),)
+
+
+class Incident(Base):
+    """A ticket: flow failures with the same dedup key join the one open incident."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    environment: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(255))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, acknowledged, resolved
+    assignee: Mapped[str | None] = mapped_column(String(64))
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    next_escalation_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    event_count: Mapped[int] = mapped_column(Integer, default=1)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # At most one open (or acknowledged) incident per dedup key.
+        Index(
+            "uq_incidents_open_dedup",
+            "dedup_key",
+            unique=True,
+            postgresql_where=text("status <> 'resolved'"),
+            sqlite_where=text("status <> 'resolved'"),
+        ),
+    )
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id"), unique=True)
+    request_kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(255))
+    requester: Mapped[str] = mapped_column(String(64))
+    quorum: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending approved rejected expired
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApprovalVote(Base):
+    __tablename__ = "approval_votes"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    approval_id: Mapped[int] = mapped_column(ForeignKey("approvals.id"))
+    person_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))  # approve, reject, request_info
+    comment: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("approval_id", "person_id"),)
+
+
+# --- directory --------------------------------------------------------------------------
+
+
+class Person(Base):
+    __tablename__ = "people"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    quiet_hours: Mapped[list[str] | None] = mapped_column(Json)  # ["22:00", "07:00"] local time
+    opted_out_channels: Mapped[list[str]] = mapped_column(Json, default=list)
+    # Removed from the directory file: kept for history (notifications name them), never routed to.
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Rotation(Base):
+    """An on-call rotation: ``members`` take ``shift_hours`` turns from ``starts_at``."""
+
+    __tablename__ = "rotations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
+    members: Mapped[list[str]] = mapped_column(Json)
+    shift_hours: Mapped[int] = mapped_column(Integer)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Resource(Base):
+    """An artifact, flow, credential or queue known to the directory, with its owners."""
+
+    __tablename__ = "resources"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))  # artifact, flow, credential, queue, application
+    name: Mapped[str] = mapped_column(String(255))
+    environment: Mapped[str] = mapped_column(String(32), default="*")
+    owners: Mapped[list[str]] = mapped_column(Json, default=list)  # "team:x" or "person:y"
+    meta: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+    __table_args__ = (UniqueConstraint("kind", "name", "environment"),)
+
+
+class Route(Base):
+    """One routing rule: which events (``match``) go to which recipients."""
+
+    __tablename__ = "routes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    match: Mapped[dict[str, Any]] = mapped_column(Json)
+    recipients: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    channels: Mapped[list[str] | None] = mapped_column(Json)
+    ids_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    continue_: Mapped[bool] = mapped_column("continue", Boolean, default=False)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # fcm, apns, webpush
+    token: Mapped[str] = mapped_column(Text)  # FCM token or FID, APNs token, Web Push subscription JSON
+    token_kind: Mapped[str] = mapped_column(String(16), default="token")  # token | fid | subscription
+    app: Mapped[str] = mapped_column(String(128), default="default")
+    environment: Mapped[str] = mapped_column(String(16), default="production")  # APNs sandbox/production
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deactivated_reason: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (UniqueConstraint("channel", "token", name="uq_devices_channel_token"),)
+
+
+# --- notifications and deliveries -------------------------------------------------------
+
+
+class Notification(Base):
+    """One event for one recipient, with the route that chose them."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id"), index=True)
+    person_id: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(255))
+    # queued: has deliveries; suppressed: quiet hours; no_devices: nothing to send to (opt-outs).
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status_reason: Mapped[str | None] = mapped_column(String(255))
+    ids_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    first_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("event_id", "person_id"),)
+
+
+TERMINAL_DELIVERY = ("sent", "failed", "dead")
+
+
+class Delivery(Base):
+    """One notification to one device: the target whose state must end terminal."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id"), index=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    batch_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    # pending -> sending -> sent | failed | dead (pending again for a transient failure)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(512))
+
+    __table_args__ = (Index("ix_deliveries_status_due", "status", "due_at"),)
+
+
+class DeliveryAttempt(Base):
+    """One try of one delivery, with the provider's answer."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # sent, transient, permanent, invalid_token, auth, lost (in flight when a worker died)
+    outcome: Mapped[str] = mapped_column(String(16))
+    provider_status: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(512))
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    resend: Mapped[bool] = mapped_column(Boolean, default=False)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+
+
+# --- plumbing: outbox, dead letters, audit ----------------------------------------------
+
+
+class Outbox(Base):
+    """Events written inside the caller's transaction, relayed to the broker after commit."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)  # the event id
+    idempotency_key: Mapped[str] = mapped_column(String(255), index=True)
+    envelope: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+
+
+class DeadLetter(Base):
+    """Work that cannot go on by itself, with the reason; ``herald deadletters replay`` retries it."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))  # task, message, delivery
+    task_name: Mapped[str | None] = mapped_column(String(128))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    ref: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)  # ids to replay with
+    reason: Mapped[str] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)  # raw text of a malformed message, truncated
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    replay_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)

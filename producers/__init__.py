@@ -1,0 +1,31 @@
+"""What integration code imports to talk to herald.
+
+    from producers import publish, artifact_deployed
+    event_id = publish(artifact_deployed("orders-api", kind="api", environment="test"))
+"""
+
+from herald.errors import BrokerUnavailable, InvalidEvent, PublishError
+from herald.events import Event, Severity, from_cloudevent, make_event
+from producers.devices import register_device
+from producers.helpers import (
+    approval_requested,
+    artifact_deployed,
+    artifact_event,
+    artifact_retired,
+    artifact_updated,
+    business_event,
+    credential_expiring,
+    flow_event,
+    flow_failed,
+    flow_recovered,
+    ops_event,
+    respond,
+)
+from producers.publish import publish
+
+__all__ = [
+    "BrokerUnavailable", "Event", "InvalidEvent", "PublishError", "Severity", "approval_requested",
+    "artifact_deployed", "artifact_event", "artifact_retired", "artifact_updated", "business_event",
+    "credential_expiring", "flow_event", "flow_failed", "flow_recovered", "from_cloudevent", "make_event",
+    "ops_event", "publish", "register_device", "respond",
+]

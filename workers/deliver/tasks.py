@@ -1,0 +1,184 @@
+"""deliver.<channel>: one task per batch of targets; each target ends in a recorded state.
+
+The task takes a batch id, claims the batch's due targets in Postgres (``sending``), sends
+them through the channel, then records one attempt row per target and its new state in bulk:
+
+- sent: done;
+- transient: back to pending with a backoff (Retry-After honoured), re-enqueued on the
+  ``retry`` queue; after ``HERALD_MAX_DELIVERY_ATTEMPTS`` it is dead-lettered;
+- permanent or auth: failed with the provider's reason, the token stays;
+- invalid_token: failed, and the device is deactivated (one bulk UPDATE).
+
+Redelivered (at-least-once queues): targets already sent are skipped; a target left
+``sending`` by a worker that died is resent only once its claim is older than
+``HERALD_STALL_DEADLINE_S``, and the lost attempt is recorded as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+
+from herald import db, deadletters
+from herald.app import app
+from herald.errors import PoisonMessage
+from herald.models import Delivery, DeliveryAttempt, Device, Event, Notification, utcnow
+from herald.routing import CHANNELS, RETRY_QUEUE
+from herald.settings import get_settings
+from herald.tasks import HeraldTask, backoff_s
+from workers.deliver.base import Channel, Message, Payload, Result, Target
+from workers.deliver.payload import render
+
+log = logging.getLogger(__name__)
+
+# Time to live per severity: a stale "artifact deployed" is noise, a critical alert is not.
+TTL_S = {"info": 3600, "warning": 6 * 3600, "error": 24 * 3600, "critical": 72 * 3600}
+
+
+@cache
+def channel_for(name: str) -> Channel:
+    """The configured backend of a channel, built once per process."""
+    settings = get_settings()
+    backend = getattr(settings, f"backend_{name}")
+    if backend == "dev":
+        from workers.deliver.dev import DevChannel
+
+        return DevChannel(name, settings.dev_output_path, settings.dev_delay_ms)
+    raise ValueError(f"unknown backend {backend!r} for channel {name}")
+
+
+def _batch(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (TypeError, ValueError):
+        raise PoisonMessage(f"not a batch id: {value!r}") from None
+
+
+def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[int]]:
+    """Mark the batch's due targets ``sending`` and build their messages."""
+    settings = get_settings()
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.stall_deadline_s)
+    with db.session() as s:
+        query = select(Delivery.id, Delivery.status, Delivery.attempts).where(
+            Delivery.batch_id == batch_id,
+            or_(and_(Delivery.status == "pending", Delivery.due_at <= now),
+                and_(Delivery.status == "sending", Delivery.updated_at < stale)))
+        if db.is_postgres():
+            query = query.with_for_update(skip_locked=True)
+        rows = s.execute(query).all()
+        if not rows:
+            return [], set()
+        ids = [r.id for r in rows]
+        lost = {r.id for r in rows if r.status == "sending"}
+        if lost:
+            s.execute(insert(DeliveryAttempt), [
+                {"delivery_id": r.id, "attempt": r.attempts, "at": now, "outcome": "lost",
+                 "reason": "in flight when its worker stopped; resent", "task_id": task_id}
+                for r in rows if r.id in lost])
+        s.execute(update(Delivery).where(Delivery.id.in_(ids))
+                  .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now))
+        loaded = s.execute(
+            select(Delivery.id, Delivery.attempts, Delivery.notification_id, Device.id.label("device_id"),
+                   Device.token, Device.token_kind, Device.app, Device.environment,
+                   Notification.ids_only, Event.id.label("event_id"), Event.type, Event.flow,
+                   Event.environment.label("event_environment"), Event.severity, Event.data,
+                   Event.enrichment, Event.dedup_key)
+            .join(Device, Device.id == Delivery.device_id)
+            .join(Notification, Notification.id == Delivery.notification_id)
+            .join(Event, Event.id == Delivery.event_id)
+            .where(Delivery.id.in_(ids))).all()
+    messages = []
+    for r in loaded:
+        title, body, link, data = render(
+            event_id=str(r.event_id), event_type=r.type, flow=r.flow, environment=r.event_environment,
+            severity=r.severity, data=r.data, notification_id=r.notification_id, ids_only=r.ids_only,
+            enrichment=r.enrichment)
+        messages.append(Message(
+            target=Target(r.id, r.device_id, r.token, r.token_kind, r.app, r.environment, r.attempts),
+            payload=Payload(title, body, link, data), severity=r.severity,
+            collapse_key=r.dedup_key, ttl_s=TTL_S.get(r.severity, 3600)))
+    return messages, lost
+
+
+def record(messages: list[Message], results: list[Result], lost: set[int], task_id: str | None
+           ) -> float | None:
+    """Store attempts and new states in bulk; returns the countdown of a retry, if one is needed."""
+    settings = get_settings()
+    now = utcnow()
+    by_id = {m.target.delivery_id: m for m in messages}
+    missing = set(by_id) - {r.delivery_id for r in results}
+    results = results + [Result(i, "transient", None, "channel returned no result") for i in missing]
+    attempts, updates, sent, dead_tokens, dead = [], [], [], [], []
+    retry_in: float | None = None
+    for result in results:
+        target = by_id[result.delivery_id].target
+        attempts.append({"delivery_id": result.delivery_id, "attempt": target.attempt, "at": now,
+                         "outcome": result.outcome, "provider_status": result.provider_status,
+                         "reason": result.reason, "latency_ms": result.latency_ms,
+                         "resend": result.delivery_id in lost, "task_id": task_id})
+        row: dict[str, Any] = {"id": result.delivery_id, "updated_at": now, "last_error": result.reason}
+        if result.outcome == "sent":
+            row.update(status="sent", sent_at=now)
+            sent.append(result.delivery_id)
+        elif result.outcome == "transient" and target.attempt < settings.max_delivery_attempts:
+            delay = backoff_s(target.attempt - 1, retry_after_s=result.retry_after_s)
+            row.update(status="pending", due_at=now + timedelta(seconds=delay))
+            retry_in = delay if retry_in is None else min(retry_in, delay)
+        elif result.outcome == "transient":
+            row.update(status="dead", last_error=f"retries exhausted: {result.reason}")
+            dead.append(result.delivery_id)
+        else:
+            row["status"] = "failed"
+            if result.outcome == "invalid_token":
+                dead_tokens.append(target.device_id)
+        updates.append(row)
+    with db.session() as s:
+        s.execute(insert(DeliveryAttempt), attempts)
+        s.execute(update(Delivery), updates)
+        if sent:
+            s.execute(update(Notification).where(
+                Notification.id.in_(select(Delivery.notification_id).where(Delivery.id.in_(sent))),
+                Notification.first_delivered_at.is_(None)).values(first_delivered_at=now))
+        if dead_tokens:
+            s.execute(update(Device).where(Device.id.in_(dead_tokens))
+                      .values(active=False, deactivated_at=now, deactivated_reason="provider: invalid token"))
+    if dead:
+        deadletters.record("delivery", f"{len(dead)} target(s): retries exhausted after "
+                           f"{settings.max_delivery_attempts} attempts",
+                           task_name=None, ref={"delivery_ids": dead})
+    return retry_in
+
+
+def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
+    messages, lost = claim(_batch(batch_id), task_id)
+    if not messages:
+        return 0
+    started = time.perf_counter()
+    results = channel_for(channel_name).send(messages)
+    retry_in = record(messages, results, lost, task_id)
+    log.info("batch %s on %s: %d targets in %.0f ms", batch_id, channel_name, len(messages),
+             (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})
+    if retry_in is not None:
+        # Only the transient targets are pending again; the retry pool runs them when due.
+        app.send_task(f"herald.deliver.{channel_name}", args=[batch_id], queue=RETRY_QUEUE,
+                      countdown=retry_in)
+    return len(messages)
+
+
+def _make_task(channel_name: str) -> Any:
+    @app.task(base=HeraldTask, name=f"herald.deliver.{channel_name}", bind=True)
+    def deliver(self: HeraldTask, batch_id: str) -> int:
+        return deliver_batch(channel_name, batch_id, self.request.id)
+
+    deliver.__doc__ = f"Deliver one batch of {channel_name} targets."
+    return deliver
+
+
+TASKS = {name: _make_task(name) for name in CHANNELS}

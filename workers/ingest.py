@@ -1,0 +1,184 @@
+"""ingest: validate, deduplicate by idempotency key, persist, group into incidents, apply answers.
+
+The one task that receives an event body rather than ids: it is where events enter.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from herald import db
+from herald.app import app
+from herald.audit import audit
+from herald.errors import PoisonMessage
+from herald.events import INCIDENT_TYPES, Event, Severity, validate_event
+from herald.models import Approval, ApprovalVote, Event as EventRow, Incident, Outbox, utcnow
+from herald.tasks import HeraldTask
+
+log = logging.getLogger(__name__)
+
+OPEN = ("open", "acknowledged")
+
+
+@app.task(base=HeraldTask, name="herald.ingest")
+def ingest(envelope: dict[str, Any]) -> str:
+    event = validate_event(envelope)
+    with db.session() as s:
+        status = persist(s, event)
+    if status == "received":
+        app.send_task("herald.enrich", args=[str(event.id)])
+    log.info("ingested event %s (%s) as %s", event.id, event.type, status,
+             extra={"event_id": str(event.id)})
+    return status
+
+
+def persist(s: Session, event: Event) -> str:
+    """Insert the event once; returns its pipeline status (``received`` when enrich should run)."""
+    insert = pg_insert if db.is_postgres() else sqlite_insert
+    values = dict(
+        id=event.id, type=event.type, flow=event.flow.value, source=event.source,
+        environment=event.environment, severity=event.effective_severity().value, subject=event.subject,
+        idempotency_key=event.key, dedup_key=event.dedup_key(), occurred_at=event.time, data=event.data,
+        status="received", received_at=utcnow(), status_at=utcnow(),
+    )
+    inserted = s.execute(
+        insert(EventRow).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    ).rowcount
+    s.execute(update(Outbox).where(Outbox.idempotency_key == event.key, Outbox.ingested_at.is_(None))
+              .values(ingested_at=utcnow()))
+    if not inserted:
+        existing = s.scalar(select(EventRow.status).where(EventRow.idempotency_key == event.key))
+        log.info("duplicate of idempotency key %r ignored", event.key)
+        # Still 'received': the first run may have died before enqueueing enrich; do it again.
+        return "received" if existing == "received" else "duplicate"
+    row = s.get_one(EventRow, event.id)
+    if event.type in INCIDENT_TYPES:
+        return _group(s, row)
+    if event.type == "flow.recovered":
+        _close_incident(s, row)
+    elif event.type == "approval.requested":
+        data = event.data
+        s.add(Approval(event_id=row.id, request_kind=data["request_kind"], target=data["target"],
+                       requester=data["requester"], quorum=data["quorum"],
+                       expires_at=datetime.fromisoformat(data["expires_at"])))
+    elif event.flow.value == "response":
+        return _apply_response(s, row)
+    return "received"
+
+
+def _group(s: Session, row: EventRow) -> str:
+    """Open an incident for the dedup key, or join the open one (nobody is notified twice)."""
+    assert row.dedup_key is not None
+    for _ in range(3):
+        incident = s.scalar(select(Incident).where(Incident.dedup_key == row.dedup_key,
+                                                   Incident.status.in_(OPEN)).with_for_update())
+        if incident is not None:
+            incident.event_count += 1
+            incident.updated_at = utcnow()
+            row.incident_id = incident.id
+            if Severity(row.severity).rank > Severity(incident.severity).rank:
+                incident.severity = row.severity  # worse than before: tell people again
+                return "received"
+            row.status = "grouped"
+            return "grouped"
+        try:
+            with s.begin_nested():
+                incident = Incident(dedup_key=row.dedup_key, environment=row.environment,
+                                    title=f"{row.data['flow']}: {row.type}", severity=row.severity)
+                s.add(incident)
+                s.flush()
+        except IntegrityError:
+            continue  # another worker opened it at the same moment: join theirs
+        row.incident_id = incident.id
+        audit(s, "herald", "incident.opened", "incident", incident.id, event_id=str(row.id))
+        return "received"
+    raise RuntimeError(f"could not open or join an incident for {row.dedup_key!r}")
+
+
+def _close_incident(s: Session, row: EventRow) -> None:
+    incident = s.scalar(select(Incident).where(Incident.dedup_key == row.dedup_key,
+                                               Incident.status.in_(OPEN)).with_for_update())
+    if incident is None:
+        return
+    incident.status, incident.closed_at, incident.updated_at = "resolved", utcnow(), utcnow()
+    incident.next_escalation_at = None
+    row.incident_id = incident.id
+    audit(s, row.source, "incident.recovered", "incident", incident.id, event_id=str(row.id))
+
+
+def _apply_response(s: Session, row: EventRow) -> str:
+    """Write an answer back: incident status and assignee, approval votes and quorum, audit."""
+    data = row.data
+    responder = data["responder"]
+    action = row.type.removeprefix("response.")
+    if data.get("incident_id") is not None:
+        incident = s.get(Incident, data["incident_id"], with_for_update=True)
+        if incident is None:
+            raise PoisonMessage(f"incident {data['incident_id']} does not exist")
+        row.incident_id = incident.id
+        if action == "acknowledged" and incident.status == "open":
+            incident.status = "acknowledged"
+            incident.assignee = data.get("assignee") or responder
+            incident.next_escalation_at = None
+        elif action == "resolved":
+            incident.status, incident.closed_at = "resolved", utcnow()
+            incident.next_escalation_at = None
+        elif action == "follow_up_requested":
+            incident.assignee = data.get("assignee") or incident.assignee
+        elif action not in ("acknowledged",):
+            raise PoisonMessage(f"{row.type} does not apply to an incident")
+        incident.updated_at = utcnow()
+        audit(s, responder, f"incident.{action}", "incident", incident.id, event_id=str(row.id),
+              status=incident.status, assignee=incident.assignee, comment=data.get("comment"))
+        return "received"
+    approval = s.get(Approval, data["approval_id"], with_for_update=True)
+    if approval is None:
+        raise PoisonMessage(f"approval {data['approval_id']} does not exist")
+    decision = {"approved": "approve", "rejected": "reject", "info_requested": "request_info"}.get(action)
+    if decision is None:
+        raise PoisonMessage(f"{row.type} does not apply to an approval")
+    refused = None
+    if responder == approval.requester:
+        refused = "the requester cannot answer their own approval"
+    elif approval.status != "pending":
+        refused = f"approval is already {approval.status}"
+    elif approval.expires_at <= datetime.now(UTC):
+        approval.status, approval.decided_at = "expired", utcnow()  # expiry fails closed
+        refused = "approval expired"
+    if refused:
+        audit(s, responder, f"approval.{decision}.refused", "approval", approval.id, reason=refused,
+              event_id=str(row.id))
+        row.status = "refused"
+        row.enrichment = {"refused": refused}
+        return "refused"
+    try:
+        with s.begin_nested():
+            s.add(ApprovalVote(approval_id=approval.id, person_id=responder, decision=decision,
+                               comment=data.get("comment")))
+    except IntegrityError:
+        row.status, row.enrichment = "refused", {"refused": "this approver already answered"}
+        return "refused"
+    votes = list(s.scalars(select(ApprovalVote.decision).where(ApprovalVote.approval_id == approval.id)))
+    if "reject" in votes:
+        approval.status, approval.decided_at = "rejected", utcnow()
+    elif votes.count("approve") >= approval.quorum:
+        approval.status, approval.decided_at = "approved", utcnow()
+    audit(s, responder, f"approval.{decision}", "approval", approval.id, event_id=str(row.id),
+          status=approval.status, votes=len(votes), quorum=approval.quorum)
+    return "received"
+
+
+def event_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (TypeError, ValueError):
+        raise PoisonMessage(f"not an event id: {value!r}") from None

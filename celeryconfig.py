@@ -34,6 +34,8 @@ else:
         "socket_timeout": _settings.publish_timeout_s,
         "socket_connect_timeout": _settings.publish_timeout_s,
     }
+    if _settings.broker_key_prefix:
+        broker_transport_options["global_keyprefix"] = _settings.broker_key_prefix
 if _settings.visibility_timeout_s <= _settings.retry_max_s:
     raise ValueError("HERALD_VISIBILITY_TIMEOUT_S must be greater than HERALD_RETRY_MAX_S")
 

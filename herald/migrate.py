@@ -18,11 +18,11 @@ def config(url: str | None = None) -> Config:
     return cfg
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> None:
+def upgrade(url: str | None = None, revision: str = "heads") -> None:
     command.upgrade(config(url), revision)
 
 
-def current_head() -> str | None:
+def current_head() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(config()).get_current_head()
+    return ",".join(ScriptDirectory.from_config(config()).get_heads())

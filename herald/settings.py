@@ -43,6 +43,7 @@ class Settings(BaseSettings):
 
     # broker
     visibility_timeout_s: int = 3600
+    broker_key_prefix: str = ""  # Redis: prefix of every key (several herald setups on one Redis)
     publish_timeout_s: float = 10.0
     publish_max_retries: int = 3
 

@@ -1,0 +1,166 @@
+"""Test fixtures: real Postgres and Redis, real worker processes.
+
+Each test session gets its own Postgres database and its own Redis key prefix, so several
+sessions (and developers) can share one machine's services. The environment is set in
+``pytest_configure``, before herald reads its settings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+PG_ADMIN = os.environ.get("HERALD_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("HERALD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+SESSION = f"t{os.getpid()}_{uuid.uuid4().hex[:6]}"
+DB_NAME = f"herald_{SESSION}"
+DATA_DIR = Path(tempfile.mkdtemp(prefix=f"herald-{SESSION}-"))
+
+TEST_ENV = {
+    "HERALD_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB_NAME}",
+    "HERALD_BROKER_URL": REDIS_URL,
+    "HERALD_BROKER_KEY_PREFIX": f"{SESSION}:",
+    "HERALD_DATA_DIR": str(DATA_DIR),
+    "HERALD_DEV_OUTPUT": str(DATA_DIR / "dev-channel.jsonl"),
+    "HERALD_RETRY_BASE_S": "0.5",
+    "HERALD_RETRY_MAX_S": "5",
+    "HERALD_STALL_DEADLINE_S": "6",
+    "HERALD_RECOVER_INTERVAL_S": "2",
+    "HERALD_OUTBOX_RELAY_INTERVAL_S": "2",
+    "HERALD_OUTBOX_GRACE_S": "2",
+    "HERALD_PUBLISH_MAX_RETRIES": "1",
+    "HERALD_PUBLISH_TIMEOUT_S": "2",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    os.environ.update(TEST_ENV)
+    from herald import migrate
+
+    migrate.upgrade()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from herald import db
+
+    db.reset_engine()
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    except psycopg.Error:
+        pass
+    r = redis.Redis.from_url(REDIS_URL)
+    for key in r.scan_iter(f"{SESSION}:*"):
+        r.delete(key)
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+TABLES = ("delivery_attempts", "deliveries", "notifications", "approval_votes", "approvals", "events",
+          "incidents", "outbox", "dead_letters", "audit_log", "devices", "subscriptions", "team_members",
+          "rotations", "routes", "resources", "teams", "people")
+
+
+def clear_broker() -> None:
+    r = redis.Redis.from_url(REDIS_URL)
+    for key in r.scan_iter(f"{SESSION}:*"):
+        r.delete(key)
+
+
+@pytest.fixture
+def clean() -> Iterator[None]:
+    """Empty herald's tables and the session's Redis keys before a test."""
+    from sqlalchemy import text
+
+    from herald import db
+
+    with db.session() as s:
+        existing = {r[0] for r in s.execute(text("SELECT tablename FROM pg_tables WHERE schemaname='public'"))}
+        names = [t for t in TABLES if t in existing] + sorted(
+            t for t in existing if t not in TABLES and t != "alembic_version")
+        s.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))
+    clear_broker()
+    out = Path(TEST_ENV["HERALD_DEV_OUTPUT"])
+    out.unlink(missing_ok=True)
+    yield
+
+
+class Workers:
+    """Start and stop real `herald worker` processes for a test."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, pool: str = "all", *, env: dict[str, str] | None = None, concurrency: int = 2,
+              kind: str = "prefork", beat: bool = False) -> subprocess.Popen[bytes]:
+        log = open(DATA_DIR / f"worker-{pool}-{len(self.procs)}.log", "ab")  # noqa: SIM115
+        argv = [sys.executable, "-m", "herald", "worker", "--pool", pool, "--concurrency", str(concurrency),
+                "--kind", kind, "--loglevel", "INFO"]
+        if beat:
+            argv.append("--beat")
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def workers(clean: None) -> Iterator[Workers]:
+    w = Workers()
+    yield w
+    w.stop_all()
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s: float = 0.2,
+               message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {message} (last: {value!r})")
+        time.sleep(interval_s)
+
+
+SAMPLE_DIRECTORY = ROOT / "herald" / "samples" / "directory.yaml"
+
+
+@pytest.fixture
+def sample_directory(clean: None) -> None:
+    from herald import db, directory
+
+    with db.session() as s:
+        directory.apply(directory.load(SAMPLE_DIRECTORY), s)

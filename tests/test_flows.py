@@ -1,0 +1,159 @@
+"""Each of the seven flows end to end: publish -> terminal deliveries, right people, recorded reasons."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from herald.models import Approval, AuditLog, Delivery, Device, Event, Incident, Notification
+from producers import (
+    approval_requested,
+    artifact_deployed,
+    business_event,
+    credential_expiring,
+    flow_failed,
+    flow_recovered,
+    ops_event,
+    publish,
+    respond,
+)
+from tests.conftest import TEST_ENV, Workers, wait_until
+from tests.helpers import all_done, rows
+
+
+def on_call_in(rotation_id: str) -> tuple[str, str]:
+    from herald import db
+    from herald.directory import on_call_now
+    from herald.models import Rotation
+
+    with db.session() as s:
+        rotation = s.get_one(Rotation, rotation_id)
+        holder = on_call_now(rotation, datetime.now(UTC))
+        return holder, next(m for m in rotation.members if m != holder)
+
+
+def notified(event_id) -> dict[str, tuple[str, str]]:
+    """person -> (reason, status) for an event's notifications."""
+    return {r.person_id: (r.reason, r.status) for r in rows(
+        select(Notification.person_id, Notification.reason, Notification.status)
+        .where(Notification.event_id == event_id))}
+
+
+def delivered_to(event_id) -> dict[str, str]:
+    """device token -> delivery status."""
+    return {r.token: r.status for r in rows(
+        select(Device.token, Delivery.status).join(Device, Device.id == Delivery.device_id)
+        .where(Delivery.event_id == event_id))}
+
+
+@pytest.fixture
+def pipeline(workers: Workers, sample_directory: None) -> Workers:
+    workers.start("all", concurrency=4, kind="threads")
+    return workers
+
+
+def test_artifact_lifecycle_reaches_leads_qa_and_release(pipeline: Workers) -> None:
+    event_id = publish(artifact_deployed("orders-api", kind="api", environment="test", version="2.4"))
+    wait_until(lambda: all_done([event_id]), message="artifact event delivered")
+    people = notified(event_id)
+    assert people == {
+        "alice": ("route artifact-changes: team:integration-leads", "queued"),
+        "bruno": ("route artifact-changes: team:integration-leads", "queued"),
+        "chen": ("route artifact-changes: team:qa", "queued"),
+        # dana's quiet hours cover the whole day and this is not critical
+        "dana": ("route artifact-changes: team:release", "suppressed"),
+    }
+    targets = delivered_to(event_id)
+    assert targets["fcm-alice-pixel"] == "sent"
+    assert targets["apns-bruno-iphone"] == "sent"
+    assert targets["dead-fcm-bruno-old-tablet"] == "failed"  # provider: unregistered
+    assert targets["flaky-fcm-chen"] == "sent"  # after one transient failure
+    assert not any("sub/chen" in t for t in targets)  # chen opted out of web push
+    # the dead token was deactivated; the message the phone got names the artifact
+    assert rows(select(Device.active).where(Device.token == "dead-fcm-bruno-old-tablet")) == [(False,)]
+    lines = [json.loads(x) for x in Path(TEST_ENV["HERALD_DEV_OUTPUT"]).read_text().splitlines()]
+    assert any(x["title"] == "[test] artifact deployed: orders-api" and x["to"] == "fcm-alice-pixel"
+               for x in lines)
+
+
+def test_flow_failures_group_into_one_incident_and_recovery_closes_it(pipeline: Workers) -> None:
+    first = publish(flow_failed("orders-to-erp", environment="prod", error="HTTP 502"))
+    wait_until(lambda: all_done([first]))
+    second = publish(flow_failed("orders-to-erp", environment="prod", error="HTTP 502 again"))
+    wait_until(lambda: all_done([second]))
+    incidents = rows(select(Incident.id, Incident.status, Incident.event_count))
+    assert len(incidents) == 1 and incidents[0].event_count == 2 and incidents[0].status == "open"
+    # the responder on call now (chen or bruno, by the week) and the flow's owning team (both)
+    on_call, other = on_call_in("support-primary")
+    assert notified(first) == {on_call: ("route flow-failures: on_call:support-primary", "queued"),
+                               other: ("route flow-failures: owners", "queued")}
+    assert notified(second) == {}  # joined the open incident: nobody is told twice
+    recovered = publish(flow_recovered("orders-to-erp", environment="prod"))
+    wait_until(lambda: all_done([recovered]))
+    assert rows(select(Incident.status))[0].status == "resolved"
+
+
+def test_approval_skips_requester_and_answers_are_written_back(pipeline: Workers) -> None:
+    expires = datetime.now(UTC) + timedelta(hours=4)
+    request = publish(approval_requested(request_kind="credential_set", target="orders-api", requester="alice",
+                                         quorum=2, expires_at=expires, environment="prod"))
+    wait_until(lambda: all_done([request]))
+    people = notified(request)
+    assert "alice" not in people  # never the requester
+    assert set(people) == {"bruno", "dana"}
+    approval_id = rows(select(Approval.id))[0].id
+    own = publish(respond("approved", responder="alice", approval_id=approval_id, environment="prod"))
+    one = publish(respond("approved", responder="bruno", approval_id=approval_id, environment="prod"))
+    wait_until(lambda: all_done([own, one]))
+    assert rows(select(Event.status).where(Event.id == own)) == [("refused",)]
+    assert rows(select(Approval.status)) == [("pending",)]  # quorum 2, one valid vote
+    two = publish(respond("approved", responder="dana", approval_id=approval_id, environment="prod"))
+    wait_until(lambda: all_done([two]))
+    assert rows(select(Approval.status)) == [("approved",)]
+    # the requester hears about the answer
+    assert notified(two)["alice"][0] == "route answers-to-requesters: requester"
+    actions = [r.action for r in rows(select(AuditLog.action).order_by(AuditLog.id))]
+    assert actions == ["approval.approve.refused", "approval.approve", "approval.approve"]
+
+
+def test_business_event_reaches_topic_subscribers_with_ids_only(pipeline: Workers) -> None:
+    event_id = publish(business_event("order_submitted", topic="orders.eu", reference="PO-1", environment="prod",
+                                      summary="secret customer details"))
+    wait_until(lambda: all_done([event_id]))
+    assert {p: r for p, (r, _) in notified(event_id).items()} == {
+        "emil": "route business-subscribers: subscribers", "fatima": "route business-subscribers: subscribers"}
+    text = Path(TEST_ENV["HERALD_DEV_OUTPUT"]).read_text()
+    assert "secret customer details" not in text  # ids only: the app fetches details when opened
+    assert str(event_id) in text
+
+
+def test_credential_expiry_reaches_owners_and_critical_passes_quiet_hours(pipeline: Workers) -> None:
+    soon = datetime.now(UTC) + timedelta(days=3)
+    event_id = publish(credential_expiring("erp-client-cert", kind="certificate", expires_at=soon, days_left=3,
+                                           environment="prod"))
+    wait_until(lambda: all_done([event_id]))
+    assert notified(event_id) == {"alice": ("route credential-owners: owners", "queued")}
+
+
+def test_operations_reach_managers_and_owners_critical_through_quiet_hours(pipeline: Workers) -> None:
+    breach = publish(ops_event("sla_breached", "edi-inbound", environment="prod", value=40, threshold=15))
+    wait_until(lambda: all_done([breach]))
+    people = notified(breach)
+    assert people["dana"] == ("route operations: team:operations", "queued")  # critical: quiet hours pass
+    assert people["alice"] == ("route operations: owners", "queued")
+    assert delivered_to(breach)["apns-dana-iphone"] == "sent"
+
+
+def test_acknowledgement_updates_the_incident(pipeline: Workers) -> None:
+    failure = publish(flow_failed("orders-to-erp", environment="prod"))
+    wait_until(lambda: all_done([failure]))
+    incident_id = rows(select(Incident.id))[0].id
+    ack = publish(respond("acknowledged", responder="chen", incident_id=incident_id, environment="prod"))
+    wait_until(lambda: all_done([ack]))
+    incident = rows(select(Incident.status, Incident.assignee, Incident.next_escalation_at))[0]
+    assert (incident.status, incident.assignee, incident.next_escalation_at) == ("acknowledged", "chen", None)
+    assert on_call_in("support-primary")[0] in notified(ack)

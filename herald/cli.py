@@ -103,7 +103,8 @@ def migrate() -> None:
 @app.command()
 def worker(
     pool: Annotated[str, typer.Option(help="Pool to run: ingest, enrich, resolve, deliver.fcm, "
-                                           "deliver.apns, deliver.webpush, retry, sweeps, or all.")],
+                                           "deliver.apns, deliver.webpush, retry, sweeps, all, "
+                                           "or several separated by commas.")],
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Processes or threads.")] = None,
     kind: Annotated[str | None, typer.Option(help="Celery pool kind: prefork, threads, solo.")] = None,
     beat: Annotated[bool, typer.Option(help="Also run the beat scheduler in this worker.")] = False,
@@ -117,16 +118,22 @@ def worker(
 
         herald worker --pool deliver.apns --concurrency 4
 
+        herald worker --pool ingest,enrich,resolve
+
         herald worker --pool all --beat     # one process for everything (development)
     """
     from herald.routing import ALL_POOL, POOLS, pool_queues
 
     try:
         queues = pool_queues(pool)
-    except KeyError:
-        _fail(EXIT_BAD_INPUT, f"unknown pool {pool!r} (known: {', '.join([*POOLS, ALL_POOL])})")
+    except KeyError as exc:
+        _fail(EXIT_BAD_INPUT, f"unknown pool {exc.args[0]!r} (known: {', '.join([*POOLS, ALL_POOL])})")
     spec = POOLS.get(pool)
-    argv = ["worker", "-Q", ",".join(queues), "-n", f"{pool}@%h", "-l", loglevel,
+    import os
+
+    # one node name per process: Flower and `celery inspect` tell the workers apart
+    node = f"{pool.replace(',', '+')}-{os.getpid()}@%h"
+    argv = ["worker", "-Q", ",".join(queues), "-n", node, "-l", loglevel,
             "-c", str(concurrency or (spec.concurrency if spec else 2)),
             "--prefetch-multiplier", str(spec.prefetch_multiplier if spec else 1),
             "-P", kind or (spec.kind if spec else "prefork")]

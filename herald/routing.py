@@ -17,6 +17,11 @@ TASK_ROUTES: dict[str, str] = {
     **{f"herald.deliver.{channel}": f"deliver.{channel}" for channel in CHANNELS},
     "herald.sweep.recover": "sweeps",
     "herald.sweep.outbox": "sweeps",
+    # sweeps (schedules/tasks.py)
+    "herald.sweep.credentials": "sweeps",
+    "herald.sweep.backlog": "sweeps",
+    "herald.sweep.due": "sweeps",
+    "herald.sweep.purge": "sweeps",
 }
 
 RETRY_QUEUE = "retry"
@@ -50,8 +55,12 @@ ALL_POOL = "all"
 
 
 def pool_queues(name: str) -> tuple[str, ...]:
+    """The queues of a pool, of ``all``, or of several pools separated by commas."""
     if name == ALL_POOL:
         return QUEUES
-    if name not in POOLS:
-        raise KeyError(name)
-    return POOLS[name].queues
+    queues: list[str] = []
+    for part in name.split(","):
+        if part.strip() not in POOLS:
+            raise KeyError(part)
+        queues += POOLS[part.strip()].queues
+    return tuple(dict.fromkeys(queues))

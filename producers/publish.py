@@ -18,6 +18,7 @@ from herald.settings import get_settings
 log = logging.getLogger(__name__)
 
 _PENDING = "herald_outbox_pending"
+_HOOKED = "herald_outbox_hooked"
 
 
 def send_envelope(envelope: dict[str, Any]) -> None:
@@ -60,31 +61,25 @@ def publish(event: Event | dict[str, Any], *, session: Session | None = None) ->
         send_envelope(envelope)
         return checked.id
     session.add(Outbox(id=checked.id, idempotency_key=checked.key, envelope=envelope))
-    pending: list[uuid.UUID] | None = session.info.get(_PENDING)
-    if pending is None:
-        pending = session.info[_PENDING] = []
+    if not session.info.get(_HOOKED):
         sa_event.listen(session, "after_commit", _after_commit)
-        sa_event.listen(session, "after_soft_rollback", _after_rollback)
-    pending.append(checked.id)
+        sa_event.listen(session, "after_rollback", _after_rollback)
+        session.info[_HOOKED] = True
+    session.info.setdefault(_PENDING, []).append(checked.id)
     return checked.id
 
 
 def _after_commit(session: Session) -> None:
     ids = session.info.pop(_PENDING, None)
-    sa_event.remove(session, "after_commit", _after_commit)
-    sa_event.remove(session, "after_soft_rollback", _after_rollback)
     if not ids:
         return
     from schedules.outbox import relay
 
     try:
-        relay(ids)
+        relay(ids)  # rows rolled back with a savepoint are simply not found
     except Exception:  # never fail the caller's commit: the outbox sweep will relay these rows
         log.exception("outbox relay after commit failed; the outbox sweep will retry")
 
 
-def _after_rollback(session: Session, _previous: Any) -> None:
-    if not session.in_transaction():
-        session.info.pop(_PENDING, None)
-        sa_event.remove(session, "after_commit", _after_commit)
-        sa_event.remove(session, "after_soft_rollback", _after_rollback)
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)

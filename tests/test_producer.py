@@ -1,0 +1,120 @@
+"""The producer library: idempotency, the outbox inside the caller's transaction, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from herald import db
+from herald.models import Event, Outbox
+from producers import InvalidEvent, artifact_deployed, from_cloudevent, make_event, publish
+from tests.conftest import REDIS_URL, ROOT, SESSION, Workers, wait_until
+from tests.helpers import all_done, rows
+
+
+def count(model: type) -> int:
+    return rows(select(func.count()).select_from(model))[0][0]
+
+
+def queued(queue: str = "ingest") -> int:
+    return redis.Redis.from_url(REDIS_URL).llen(f"{SESSION}:{queue}")
+
+
+def test_same_idempotency_key_twice_is_one_event(workers: Workers, sample_directory: None) -> None:
+    workers.start("all", concurrency=2, kind="threads")
+    first = publish(artifact_deployed("orders-api", kind="api", environment="test", idempotency_key="deploy-77"))
+    again = publish(artifact_deployed("orders-api", kind="api", environment="test", idempotency_key="deploy-77"))
+    assert first != again
+    wait_until(lambda: all_done([first]))
+    wait_until(lambda: queued() == 0, message="both messages consumed")
+    assert rows(select(Event.id, Event.idempotency_key)) == [(first, "deploy-77")]
+
+
+def test_outbox_rolled_back_publishes_nothing(workers: Workers) -> None:
+    workers.start("ingest", concurrency=1, kind="threads")
+    with pytest.raises(RuntimeError), db.session() as s:
+        publish(artifact_deployed("orders-api", kind="api", environment="test"), session=s)
+        raise RuntimeError("the caller's own work failed")
+    assert count(Outbox) == 0
+    assert queued() == 0 and count(Event) == 0
+
+
+def test_outbox_committed_publishes_exactly_one(workers: Workers, sample_directory: None) -> None:
+    workers.start("all", concurrency=2, kind="threads")
+    with db.session() as s:
+        event_id = publish(artifact_deployed("orders-api", kind="api", environment="test"), session=s)
+        # inside the transaction nothing has been sent yet
+        assert queued() == 0
+    wait_until(lambda: all_done([event_id]))
+    assert count(Event) == 1
+    outbox = rows(select(Outbox.published_at, Outbox.ingested_at))[0]
+    assert outbox.published_at is not None and outbox.ingested_at is not None
+
+
+@pytest.mark.parametrize(("event", "reason"), [
+    ({"type": "artifact.deployed", "environment": "dev", "data": {"kind": "api"}},
+     "artifact.deployed: data.artifact: Field required"),
+    ({"type": "artifact.deployed", "environment": "dev", "data": {"artifact": 42, "kind": "api"}},
+     "artifact.deployed: data.artifact: Input should be a valid string"),
+    ({"type": "artifact.exploded", "environment": "dev", "data": {}},
+     "unknown event type 'artifact.exploded'"),
+    ({"type": "flow.failed", "environment": "dev", "data": {"flow": "x", "error": "e" * 70_000}},
+     "data is 70026 bytes, over the limit of 65536 bytes"),
+    ({"type": "flow.failed", "environment": "staging", "data": {"flow": "x"}},
+     "unknown environment 'staging' (known: dev, test, prod)"),
+    ({"type": "flow.failed", "data": {"flow": "x"}}, "environment: Field required"),
+    ({"type": "approval.requested", "environment": "dev",
+      "data": {"request_kind": "api", "target": "t", "requester": "a", "expires_at": "2026-12-01T10:00:00"}},
+     "approval.requested: data.expires_at: expires_at needs a timezone"),
+])
+def test_bad_events_are_refused_at_the_edge_and_nothing_is_written(clean: None, event: dict, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        publish(event)
+    assert str(caught.value).startswith(reason)
+    with pytest.raises(InvalidEvent), db.session() as s:
+        publish(event, session=s)
+    assert queued() == 0 and count(Outbox) == 0 and count(Event) == 0
+
+
+def herald(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "herald", *args], cwd=ROOT, env=os.environ.copy(),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_publish_prints_the_id_or_exits_2_with_one_line(workers: Workers, sample_directory: None) -> None:
+    bad = herald("publish", "artifact.deployed", "--environment", "dev", "--data", '{"artifact": "x"}')
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "herald: invalid event: artifact.deployed: data.kind: Field required"]
+    not_json = herald("publish", "artifact.deployed", "--data", "{artifact: x}")
+    assert not_json.returncode == 2 and "--data is not valid JSON" in not_json.stderr
+    assert queued() == 0
+    workers.start("all", concurrency=2, kind="threads")
+    good = herald("publish", "artifact.deployed", "--environment", "test", "--idempotency-key", "cli-1",
+                  "--data", '{"artifact": "orders-api", "kind": "api"}')
+    assert good.returncode == 0, good.stderr
+    event_id = good.stdout.strip()
+    wait_until(lambda: all_done([event_id]))
+    shown = herald("events", "show", event_id, "--json")
+    assert shown.returncode == 0
+    import json
+
+    trace = json.loads(shown.stdout)
+    assert trace["event"]["idempotency_key"] == "cli-1"
+    sent = [d for n in trace["notifications"] for d in n["deliveries"] if d["status"] == "sent"]
+    assert sent and all(d["attempts"][-1]["outcome"] == "sent" for d in sent)
+    assert {n["reason"] for n in trace["notifications"]} >= {"route artifact-changes: team:integration-leads"}
+
+
+def test_cloudevents_round_trip() -> None:
+    event = make_event("business.order_submitted", {"topic": "orders.eu", "reference": "PO-1"}, environment="prod",
+                       subject="PO-1", idempotency_key="po-1")
+    body = event.to_cloudevent()
+    assert body["specversion"] == "1.0" and body["idempotencykey"] == "po-1" and body["severity"] == "info"
+    back = from_cloudevent(body)
+    assert back.to_cloudevent() == body and back.id == event.id and back.time == event.time

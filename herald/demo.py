@@ -42,7 +42,7 @@ def _burst(run: str) -> list[Any]:
     )
 
     soon = datetime.now(UTC) + timedelta(days=2)
-    src = {"source": f"herald/demo/{run}"}
+    src: dict[str, Any] = {"source": f"herald/demo/{run}"}
     return [
         artifact_deployed("orders-api", kind="api", environment="test", version="2.4.0", actor="alice", **src),
         artifact_updated("invoice-mapping", kind="mapping", environment="dev", version="1.3", **src),
@@ -78,7 +78,7 @@ def _burst(run: str) -> list[Any]:
 def _responses(run: str, incident_id: int, approval_id: int) -> list[Any]:
     from producers import respond
 
-    src = {"source": f"herald/demo/{run}"}
+    src: dict[str, Any] = {"source": f"herald/demo/{run}"}
     return [
         respond("acknowledged", responder="chen", incident_id=incident_id, environment="prod",
                 comment="looking at the ERP gateway", **src),

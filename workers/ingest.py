@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,8 @@ from herald.app import app
 from herald.audit import audit
 from herald.errors import PoisonMessage
 from herald.events import INCIDENT_TYPES, Event, Severity, validate_event
-from herald.models import Approval, ApprovalVote, Event as EventRow, Incident, Outbox, utcnow
+from herald.models import Approval, ApprovalVote, Incident, Outbox, utcnow
+from herald.models import Event as EventRow
 from herald.tasks import HeraldTask
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ def persist(s: Session, event: Event) -> str:
         idempotency_key=event.key, dedup_key=event.dedup_key(), occurred_at=event.time, data=event.data,
         status="received", received_at=utcnow(), status_at=utcnow(),
     )
-    inserted = s.execute(
-        insert(EventRow).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    ).rowcount
+    result = s.execute(
+        insert(EventRow).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]))
+    inserted = cast(CursorResult[Any], result).rowcount
     s.execute(update(Outbox).where(Outbox.idempotency_key == event.key, Outbox.ingested_at.is_(None))
               .values(ingested_at=utcnow()))
     if not inserted:

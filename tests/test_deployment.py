@@ -1,0 +1,50 @@
+"""docker-compose.yml runs herald's own commands: check them the way the containers run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from herald.routing import POOLS, pool_queues
+from herald.settings import Settings
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def herald_services() -> dict[str, list[str]]:
+    return {name: svc["command"] for name, svc in SERVICES.items() if svc.get("image") == "herald:latest"}
+
+
+def test_every_pool_has_its_own_service_and_every_service_names_a_real_pool() -> None:
+    pools = [cmd[cmd.index("--pool") + 1] for cmd in herald_services().values() if cmd[0] == "worker"]
+    assert sorted(pools) == sorted(POOLS)
+    for pool in pools:
+        assert pool_queues(pool)
+
+
+def test_compose_sets_only_settings_herald_reads() -> None:
+    known = {f"HERALD_{name.upper()}" for name in Settings.model_fields} | {"HERALD_FLOWER_BASIC_AUTH"}
+    for name, svc in SERVICES.items():
+        for var in svc.get("environment", {}):
+            if var.startswith("HERALD_"):
+                assert var in known, f"{name}: {var} is not a herald setting"
+
+
+def test_each_service_command_is_accepted_by_the_cli() -> None:
+    # the same commands the containers run, asked for their help (nothing starts)
+    for name, command in herald_services().items():
+        done = subprocess.run([sys.executable, "-m", "herald", *command, "--help"], cwd=ROOT,
+                              env=os.environ.copy(), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+
+
+def test_flower_refuses_to_start_without_authentication() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HERALD_FLOWER_BASIC_AUTH"}
+    done = subprocess.run([sys.executable, "-m", "herald", "flower"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "HERALD_FLOWER_BASIC_AUTH" in done.stderr

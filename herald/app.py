@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from herald import logs
 
 app = Celery("herald")
 app.config_from_object("celeryconfig")
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_ids(logger: logging.Logger, *args: Any, **kwargs: Any) -> None:
+    logs.install(logger)

@@ -157,3 +157,23 @@ def test_acknowledgement_updates_the_incident(pipeline: Workers) -> None:
     incident = rows(select(Incident.status, Incident.assignee, Incident.next_escalation_at))[0]
     assert (incident.status, incident.assignee, incident.next_escalation_at) == ("acknowledged", "chen", None)
     assert on_call_in("support-primary")[0] in notified(ack)
+
+
+def test_plain_celery_command_runs_the_pools(workers: Workers, sample_directory: None) -> None:
+    # given the pools started with plain celery rather than `herald worker`
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import DATA_DIR, ROOT
+
+    log = open(DATA_DIR / "plain-celery.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "herald.app", "worker", "-Q",
+                             "ingest,enrich,resolve,deliver.fcm,deliver.apns,deliver.webpush,retry",
+                             "-P", "threads", "-c", "2"], cwd=ROOT, env=os.environ.copy(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    workers.procs.append(proc)
+    # when an event is published, then it is delivered
+    event_id = publish(artifact_deployed("orders-api", kind="api", environment="test"))
+    wait_until(lambda: all_done([event_id]))
+    assert delivered_to(event_id)["fcm-alice-pixel"] == "sent"

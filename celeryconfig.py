@@ -65,4 +65,5 @@ enable_utc = True
 imports = ("workers.ingest", "workers.enrich", "workers.resolve", "workers.deliver.tasks",
            "schedules.tasks")
 
+import schedules.stamps  # noqa: E402,F401  (stamps publish times for the backlog scan)
 from schedules.beat import beat_schedule  # noqa: E402,F401  (the one schedule table)

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from herald import cli_sweeps
+from herald.cli_channels import devices_app, fakes_app, vapid_app
 from herald.errors import BrokerUnavailable, DirectoryError, InvalidEvent
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
@@ -33,6 +35,10 @@ app.add_typer(events_app, name="events")
 app.add_typer(directory_app, name="directory")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(sweep_app, name="sweep")
+cli_sweeps.register(app, sweep_app)  # credentials, sweep credentials|backlog|due|purge, status
+app.add_typer(devices_app, name="devices")
+app.add_typer(vapid_app, name="vapid")
+app.add_typer(fakes_app, name="fakes")
 
 out = Console()
 err = Console(stderr=True)
@@ -357,7 +363,7 @@ def deadletters_list(
         query = select(DeadLetter).order_by(DeadLetter.id)
         if not include_replayed:
             query = query.where(DeadLetter.replayed_at.is_(None))
-        rows = [{"id": r.id, "created_at": r.created_at.isoformat(), "kind": r.kind, "task": r.task_name,
+        rows: list[dict[str, Any]] = [{"id": r.id, "created_at": r.created_at.isoformat(), "kind": r.kind, "task": r.task_name,
                  "queue": r.queue, "reason": r.reason, "ref": r.ref, "replayed_at": r.replayed_at,
                  "replay_count": r.replay_count} for r in s.scalars(query)]
     if as_json:

@@ -157,6 +157,8 @@ def _types() -> dict[str, EventType]:
         ("ops.processing_delayed", Flow.operations, OperationsData, Severity.warning, "processing delayed"),
         ("ops.processing_delayed_cleared", Flow.operations, OperationsData, Severity.info,
          "processing back on time"),
+        ("ops.credential_unreadable", Flow.operations, OperationsData, Severity.warning,
+         "credential file unreadable"),
         ("ops.sla_breached", Flow.operations, OperationsData, Severity.critical, "SLA breached"),
         ("ops.sla_breached_cleared", Flow.operations, OperationsData, Severity.info, "SLA breach cleared"),
         ("response.acknowledged", Flow.response, ResponseData, Severity.info, "acknowledged"),

@@ -350,3 +350,121 @@ class AuditLog(Base):
     subject_type: Mapped[str] = mapped_column(String(32))
     subject_id: Mapped[str] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+# --- sweeps -----------------------------------------------------------------------------
+# Owned by schedules/ (docs/sweeps.md): the credential inventory and its notify-once ledger,
+# the state of operations conditions (hysteresis), timed work, and when each sweep last ran.
+
+
+class CredentialSource(Base):
+    """A file or folder of certificates and tokens, rescanned on every credential sweep."""
+
+    __tablename__ = "credential_sources"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True)
+    environment: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(128))  # "team:x" or "person:y"
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Credential(Base):
+    """One credential; its version is its fingerprint, so a rotated credential is a new version."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    environment: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # certificate, token, api_key, client_secret
+    owner: Mapped[str | None] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(16))  # file (rescanned) or declared
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("credential_sources.id", ondelete="SET NULL"))
+    path: Mapped[str | None] = mapped_column(String(1024))
+    fingerprint: Mapped[str | None] = mapped_column(String(128))  # None while the file is unreadable
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    subject: Mapped[str | None] = mapped_column(Text)
+    issuer: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)  # SANs, chain, the file's error
+    error: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # False once its file is gone
+    version_since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("name", "environment", name="uq_credentials_name_env"),)
+
+
+class CredentialNotice(Base):
+    """The notify-once ledger: one row per (credential, version, threshold) ever notified."""
+
+    __tablename__ = "credential_notices"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    credential_id: Mapped[int] = mapped_column(ForeignKey("credentials.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(128))
+    threshold_days: Mapped[int] = mapped_column(Integer)  # 0: expired; -1: unreadable file
+    event_id: Mapped[uuid.UUID] = mapped_column()
+    notified_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("credential_id", "version", "threshold_days",
+                                       name="uq_credential_notices_once"),)
+
+
+class OpsCondition(Base):
+    """One watched condition (backlog of a queue, delay, SLA of a flow): raised or not, since when."""
+
+    __tablename__ = "ops_conditions"
+
+    condition: Mapped[str] = mapped_column(String(32), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(255), primary_key=True)
+    raised: Mapped[bool] = mapped_column(Boolean, default=False)
+    value: Mapped[float | None] = mapped_column()
+    threshold: Mapped[float] = mapped_column()
+    raised_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    under_since: Mapped[datetime | None] = mapped_column(UTCDateTime())  # back under while raised
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DueWork(Base):
+    """Timed work (an escalation step...): a row with a due time, claimed with SKIP LOCKED.
+
+    ``(token, step)`` fences it: a tick acts only on a row still due with the token and step it
+    read, so a stale or repeated tick does nothing.
+    """
+
+    __tablename__ = "due_work"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    step: Mapped[int] = mapped_column(Integer, default=1)
+    token: Mapped[uuid.UUID] = mapped_column(default=uuid.uuid4)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16), default="due")  # due, done, cancelled, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_due_work_state_due", "state", "due_at"),
+                      UniqueConstraint("kind", "subject", "step", "token", name="uq_due_work_step"))
+
+
+class SweepRun(Base):
+    """When each sweep last ran and how (``herald status`` reads it)."""
+
+    __tablename__ = "sweep_runs"
+
+    sweep: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_outcome: Mapped[str] = mapped_column(String(16))  # ok, failed
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)

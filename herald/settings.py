@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
-ChannelBackend = Literal["dev"]
+# "dev" writes JSON lines (workers/deliver/dev.py); "provider" speaks the provider's own protocol.
+ChannelBackend = Literal["dev", "provider"]
 
 
 class Settings(BaseSettings):
@@ -54,9 +54,61 @@ class Settings(BaseSettings):
     dev_output: str = ""  # file path, or "-" for stdout; default <data_dir>/dev-channel.jsonl
     dev_delay_ms: int = 0
 
+    # channels (workers/deliver/, docs/channels.md): the provider backends, their limits and keys
+    channel_timeout_s: float = 10.0  # one request to a provider, connect included
+    channel_circuit_failures: int = 20  # consecutive "provider down" answers that open the circuit
+    channel_circuit_open_s: float = 5.0  # first open period; doubles per failed probe
+    channel_circuit_max_open_s: float = 300.0
+    channel_auth_alert_interval_s: float = 600.0  # at most one ops event per channel and interval
+    fcm_max_in_flight: int = 200  # requests in flight per provider, shared by every process (Redis)
+    fcm_rate_per_s: int = 10000  # FCM's default project quota is 600k/min
+    apns_max_in_flight: int = 200
+    apns_rate_per_s: int = 0  # 0 = no rate limit
+    webpush_max_in_flight: int = 200
+    webpush_rate_per_s: int = 0
+    fcm_url: str = "https://fcm.googleapis.com"
+    fcm_credentials_file: Path | None = None  # service-account JSON (default for every app)
+    fcm_app_credentials: dict[str, Path] = Field(default_factory=dict)  # app -> file, JSON in env
+    apns_key_file: Path | None = None  # the .p8 signing key
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topics: dict[str, str] = Field(default_factory=dict)  # app -> apns-topic (default: the app)
+    apns_production_url: str = "https://api.push.apple.com"
+    apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
+    apns_ca_file: Path | None = None  # extra CA to trust (the local fake's); None = system CAs
+    apns_jwt_refresh_s: float = 1800.0  # Apple: refresh every 20 to 60 minutes, never per request
+    apns_connections: int = 2  # HTTP/2 connections per host and process
+    webpush_vapid_key_file: Path | None = None  # PEM private key (`herald vapid generate`)
+    webpush_vapid_subject: str = "mailto:push-admin@example.com"  # RFC 8292: mailto: or https: URL
+
     log_level: str = "INFO"
 
-    @field_validator("environments", mode="before")
+    # sweeps (schedules/, docs/sweeps.md): periods, thresholds and retention of the periodic scans
+    credential_sweep_interval_s: float = 3600.0
+    # Days before expiry at which owners hear about a credential; per environment as JSON
+    # ({"prod": [60, 30, 14, 7, 3, 1]}), the default list for the others. Expiry itself always notifies.
+    credential_thresholds_days: dict[str, list[int]] = Field(default_factory=dict)
+    credential_default_thresholds_days: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [30, 14, 7, 3, 1])
+    credential_pkcs12_password: SecretStr | None = None  # for .p12/.pfx files (never stored)
+    backlog_interval_s: float = 30.0
+    backlog_depth_threshold: int = 1000  # messages waiting (and unacknowledged) in one queue
+    backlog_age_threshold_s: float = 300.0  # age of the oldest waiting message
+    backlog_clear_after_s: float = 120.0  # stay back under this long before a condition clears
+    backlog_rabbitmq_peek: bool = True  # RabbitMQ: read the head message's stamp (get + requeue)
+    sla_default_s: float = 300.0  # event to first delivery, per flow unless sla_s names it
+    sla_s: dict[str, float] = Field(default_factory=dict)  # {"failure": 60, "operations": 120}
+    sla_lookback_s: float = 86400.0
+    ops_environment: str = "prod"  # environment of the ops.* events the sweeps raise
+    due_tick_interval_s: float = 5.0
+    due_batch_size: int = 100
+    purge_interval_s: float = 3600.0
+    retain_events_days: float = 90.0  # events with their notifications and deliveries
+    retain_attempts_days: float = 30.0  # delivery attempts
+    retain_audit_days: float = 365.0  # audit rows
+    retain_sweep_days: float = 30.0  # outbox, replayed dead letters, finished timed work
+
+    @field_validator("environments", "credential_default_thresholds_days", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

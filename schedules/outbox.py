@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any, cast
 
 from sqlalchemy import and_, or_, select, update
 
@@ -37,7 +38,7 @@ def relay(ids: list[uuid.UUID] | None = None) -> int:
     published = 0
     for outbox_id, envelope in rows:
         try:
-            send_envelope(envelope)
+            send_envelope(cast(dict[str, Any], envelope))
         except Exception as exc:  # the broker is down: the row stays, the next sweep tries again
             with db.session() as s:
                 s.execute(update(Outbox).where(Outbox.id == outbox_id).values(

@@ -60,22 +60,27 @@ def make_jwt(days: float, **claims: object) -> str:
                       "not-a-real-secret-but-long-enough-for-hs256", algorithm="HS256")
 
 
-@pytest.fixture
-def env() -> Iterator[dict[str, str]]:
-    """Set HERALD_* variables for one test: ``env["HERALD_X"] = "1"``; herald re-reads its settings."""
+class Env(dict[str, str]):
+    """HERALD_* variables set for one test: ``env["HERALD_X"] = "1"``; herald re-reads its settings."""
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        os.environ[key] = value
+        get_settings.cache_clear()
+
+
+def env_override() -> Iterator[Env]:
+    """The body of an ``env`` fixture (each test module declares its own, see below)."""
     before = dict(os.environ)
-    changes: dict[str, str] = {}
-
-    class Env(dict[str, str]):
-        def __setitem__(self, key: str, value: str) -> None:
-            super().__setitem__(key, value)
-            os.environ[key] = value
-            get_settings.cache_clear()
-
-    yield Env(changes)
+    yield Env()
     os.environ.clear()
     os.environ.update(before)
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    yield from env_override()
 
 
 # --- certificates ---------------------------------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
@@ -16,7 +18,21 @@ from herald.models import AuditLog, Credential, CredentialNotice, Incident, Noti
 from schedules.credentials import sweep_credentials
 from tests.conftest import ROOT, Workers, wait_until
 from tests.helpers import rows
-from tests.test_credentials_inventory import NOW, env, fingerprint, make_cert, make_jwt, pem, write_pkcs12  # noqa: F401
+from tests.test_credentials_inventory import (
+    NOW,
+    Env,
+    env_override,
+    fingerprint,
+    make_cert,
+    make_jwt,
+    pem,
+    write_pkcs12,
+)
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    yield from env_override()
 
 
 def notices() -> list[dict[str, Any]]:
@@ -54,7 +70,7 @@ def test_thresholds_crossed_over_simulated_days_notify_exactly_once_each(clean: 
 
 
 def test_a_folder_of_every_kind_notifies_the_right_thresholds_and_reports_the_corrupt_file(
-        clean: None, tmp_path: Path, env: dict[str, str]) -> None:
+        clean: None, tmp_path: Path, env: Env) -> None:
     # given a folder: expired, 1 day, 10 days, 100 days, a chain whose intermediate expires in 5 days,
     # a DER certificate (20 days), a PKCS#12 (2 days), a JWT (3 days) and a corrupt file
     env["HERALD_CREDENTIAL_PKCS12_PASSWORD"] = "changeit"
@@ -170,8 +186,9 @@ def test_declared_api_keys_from_the_cli_api_and_the_directory(clean: None) -> No
     assert credential_notices("partner-key") == [("credential.expiring", 7, "warning"),
                                                  ("credential.expiring", 14, "warning")]
     assert credential_notices("erp-secret") == [("credential.expiring", 3, "error")]
-    # and the inventory owner is routable: a credential resource now names chen
-    assert rows(select(Resource.owners).where(Resource.name == "partner-key")) == [(["person:chen"],)]
+    # and the inventory owner travels with the event (enrich routes it to chen), nothing added to the directory
+    assert {e["data"]["owner"] for e in notices() if e["data"].get("credential") == "partner-key"} == {"person:chen"}
+    assert rows(select(Resource.owners).where(Resource.name == "partner-key")) == []
 
 
 def test_owners_get_exactly_one_notification_per_threshold_end_to_end(sample_directory: None, workers: Workers,

@@ -67,6 +67,8 @@ def describe(s: Session, event: Event) -> dict[str, Any]:
         "resources": resources,
         "environment": {"name": event.environment, "production": event.environment == "prod"},
     }
+    if event.flow == "credential" and data.get("owner") and data["owner"] not in owners:
+        owners.append(str(data["owner"]))  # the inventory's own owner, for credentials not in the directory
     if event.flow == "approval":
         enrichment["requester"] = data["requester"]
     if event.flow == "response":

@@ -7,9 +7,12 @@ A channel never raises for one bad target: it answers with a :class:`Result` who
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from datetime import datetime
+from typing import Literal, Protocol
 
-Outcome = Literal["sent", "transient", "permanent", "invalid_token", "auth"]
+# deferred: not attempted at all (the provider asked to wait, or its circuit opened mid-batch);
+# the target goes back to pending without spending one of its attempts.
+Outcome = Literal["sent", "transient", "permanent", "invalid_token", "auth", "deferred"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,8 @@ class Target:
     app: str
     environment: str
     attempt: int
+    # APNs: a 410 older than the registration must not deactivate the re-registered token.
+    registered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Result:
     reason: str | None = None
     latency_ms: int | None = None
     retry_after_s: float | None = None
+    # APNs: the token answered on the other host (sandbox vs production): herald corrects the device.
+    environment: str | None = None
 
 
 class Channel(Protocol):
@@ -57,7 +64,4 @@ class Channel(Protocol):
 
     def send(self, messages: list[Message]) -> list[Result]:
         """Send every message; return exactly one result per message, in any order."""
-        ...
-
-    def extra(self) -> dict[str, Any]:  # pragma: no cover - optional diagnostics
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from herald.events import EVENT_TYPES
@@ -45,3 +46,46 @@ def render(*, event_id: str, event_type: str, flow: str, environment: str, sever
     else:
         body = summary
     return title[:200], str(body)[:1000], link, {**ids, "severity": severity}
+
+
+# --- size limits -----------------------------------------------------------------------------
+
+# Every provider caps one notification at 4 KB: APNs 4096 bytes of JSON, FCM 4096 bytes of
+# notification + data, Web Push 4096 bytes of encrypted body (RFC 8291 section 4: 86 bytes of
+# header and 17 of tag and padding delimiter leave 3993 bytes of clear text).
+MAX_PAYLOAD_BYTES = 4096
+ELLIPSIS = "\u2026"
+
+
+class PayloadTooLarge(ValueError):
+    """Even with the body and title cut down, the payload exceeds the provider's limit."""
+
+
+def fit(encode: Callable[[str, str], bytes], title: str, body: str, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """The encoded payload within ``limit`` bytes, trimmed predictably.
+
+    The body is cut first (at a character boundary, ending with an ellipsis), then the title;
+    what remains (link, ids, data) is never cut, since the app needs it whole: if that alone is
+    too large, :class:`PayloadTooLarge` says so with the sizes.
+    """
+    encoded = encode(title, body)
+    if len(encoded) <= limit:
+        return encoded
+    for field in ("body", "title"):
+        text = body if field == "body" else title
+        best: bytes | None = None
+        low, high = 0, len(text) - 1
+        while low <= high:  # the longest prefix that fits
+            mid = (low + high) // 2
+            cut = text[:mid] + ELLIPSIS if mid else ""
+            candidate = encode(title, cut) if field == "body" else encode(cut, "")
+            if len(candidate) <= limit:
+                best, low = candidate, mid + 1
+            else:
+                high = mid - 1
+        if best is not None:
+            return best
+        if field == "body":
+            body = ""
+    raise PayloadTooLarge(f"payload is {len(encoded)} bytes, limit {limit}, and {len(encode('', ''))} "
+                          f"bytes remain without title and body")

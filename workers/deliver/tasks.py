@@ -6,8 +6,15 @@ them through the channel, then records one attempt row per target and its new st
 - sent: done;
 - transient: back to pending with a backoff (Retry-After honoured), re-enqueued on the
   ``retry`` queue; after ``HERALD_MAX_DELIVERY_ATTEMPTS`` it is dead-lettered;
-- permanent or auth: failed with the provider's reason, the token stays;
-- invalid_token: failed, and the device is deactivated (one bulk UPDATE).
+- permanent: failed with the provider's reason, the token stays;
+- auth: herald's own credentials were refused: dead-lettered (replay once they are fixed), the
+  token stays, and the channel raised an operations event;
+- invalid_token: failed, and the device is deactivated (one bulk UPDATE);
+- deferred: never sent (the provider asked to wait, or its circuit opened): pending again
+  without spending an attempt, and no attempt row since nothing was attempted.
+
+Before claiming, the provider's circuit breaker is asked: while it is open the batch is put
+back on the retry queue untouched, so an outage spends no attempts (workers/deliver/gate.py).
 
 Redelivered (at-least-once queues): targets already sent are skipped; a target left
 ``sending`` by a worker that died is resent only once its claim is older than
@@ -17,6 +24,7 @@ Redelivered (at-least-once queues): targets already sent are skipped; a target l
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from datetime import timedelta
@@ -50,6 +58,20 @@ def channel_for(name: str) -> Channel:
         from workers.deliver.dev import DevChannel
 
         return DevChannel(name, settings.dev_output_path, settings.dev_delay_ms)
+    if backend == "provider":
+        # Each provider SDK or client is imported only here, by its own module.
+        if name == "fcm":
+            from workers.deliver.fcm import FcmChannel
+
+            return FcmChannel()
+        if name == "apns":
+            from workers.deliver.apns import ApnsChannel
+
+            return ApnsChannel()
+        if name == "webpush":
+            from workers.deliver.webpush import WebPushChannel
+
+            return WebPushChannel()
     raise ValueError(f"unknown backend {backend!r} for channel {name}")
 
 
@@ -86,7 +108,7 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[
                   .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now))
         loaded = s.execute(
             select(Delivery.id, Delivery.attempts, Delivery.notification_id, Device.id.label("device_id"),
-                   Device.token, Device.token_kind, Device.app, Device.environment,
+                   Device.token, Device.token_kind, Device.app, Device.environment, Device.registered_at,
                    Notification.ids_only, Event.id.label("event_id"), Event.type, Event.flow,
                    Event.environment.label("event_environment"), Event.severity, Event.data,
                    Event.enrichment, Event.dedup_key)
@@ -101,7 +123,8 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[
             severity=r.severity, data=r.data, notification_id=r.notification_id, ids_only=r.ids_only,
             enrichment=r.enrichment)
         messages.append(Message(
-            target=Target(r.id, r.device_id, r.token, r.token_kind, r.app, r.environment, r.attempts),
+            target=Target(r.id, r.device_id, r.token, r.token_kind, r.app, r.environment, r.attempts,
+                          r.registered_at),
             payload=Payload(title, body, link, data), severity=r.severity,
             collapse_key=r.dedup_key, ttl_s=TTL_S.get(r.severity, 3600)))
     return messages, lost
@@ -115,10 +138,21 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
     by_id = {m.target.delivery_id: m for m in messages}
     missing = set(by_id) - {r.delivery_id for r in results}
     results = results + [Result(i, "transient", None, "channel returned no result") for i in missing]
-    attempts, updates, sent, dead_tokens, dead = [], [], [], [], []
+    attempts, updates, sent, dead_tokens, dead, auth = [], [], [], [], [], []
+    moved: dict[str, list[int]] = {}
     retry_in: float | None = None
     for result in results:
         target = by_id[result.delivery_id].target
+        if result.outcome == "deferred":
+            # Never sent: no attempt to record, and the claim's attempt is given back.
+            delay = result.retry_after_s or 1.0
+            updates.append({"id": result.delivery_id, "updated_at": now, "status": "pending",
+                            "due_at": now + timedelta(seconds=delay), "attempts": target.attempt - 1,
+                            "last_error": result.reason})
+            retry_in = delay if retry_in is None else min(retry_in, delay)
+            continue
+        if result.environment is not None:
+            moved.setdefault(result.environment, []).append(target.device_id)
         attempts.append({"delivery_id": result.delivery_id, "attempt": target.attempt, "at": now,
                          "outcome": result.outcome, "provider_status": result.provider_status,
                          "reason": result.reason, "latency_ms": result.latency_ms,
@@ -134,14 +168,21 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
         elif result.outcome == "transient":
             row.update(status="dead", last_error=f"retries exhausted: {result.reason}")
             dead.append(result.delivery_id)
+        elif result.outcome == "auth":
+            row.update(status="dead", last_error=f"credentials refused: {result.reason}")
+            auth.append(result.delivery_id)
         else:
             row["status"] = "failed"
             if result.outcome == "invalid_token":
                 dead_tokens.append(target.device_id)
         updates.append(row)
     with db.session() as s:
-        s.execute(insert(DeliveryAttempt), attempts)
+        if attempts:
+            s.execute(insert(DeliveryAttempt), attempts)
         s.execute(update(Delivery), updates)
+        for environment, device_ids in moved.items():
+            # APNs: the token answered on the other host; send there from now on.
+            s.execute(update(Device).where(Device.id.in_(device_ids)).values(environment=environment))
         if sent:
             s.execute(update(Notification).where(
                 Notification.id.in_(select(Delivery.notification_id).where(Delivery.id.in_(sent))),
@@ -153,15 +194,32 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
         deadletters.record("delivery", f"{len(dead)} target(s): retries exhausted after "
                            f"{settings.max_delivery_attempts} attempts",
                            task_name=None, ref={"delivery_ids": dead})
+    if auth:
+        deadletters.record("delivery", f"{len(auth)} target(s): the provider refused herald's credentials; "
+                           "fix them, then replay", task_name=None, ref={"delivery_ids": auth})
     return retry_in
 
 
 def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
-    messages, lost = claim(_batch(batch_id), task_id)
+    key = _batch(batch_id)
+    channel = channel_for(channel_name)
+    gate = getattr(channel, "gate", None)
+    if gate is not None:
+        circuit = gate.check()
+        if circuit.state == "open":
+            # The provider looks down: leave the targets untouched (no attempt spent) and come back.
+            app.send_task(f"herald.deliver.{channel_name}", args=[batch_id], queue=RETRY_QUEUE,
+                          countdown=max(circuit.wait_s, 0.2))
+            return 0
+        channel.probe = circuit.state == "probe"  # type: ignore[attr-defined]
+    messages, lost = claim(key, task_id)
     if not messages:
+        if gate is not None and channel.probe:  # type: ignore[attr-defined]
+            channel.probe = False  # type: ignore[attr-defined]
+            gate.release_probe()  # nothing to probe with here: let another batch probe
         return 0
     started = time.perf_counter()
-    results = channel_for(channel_name).send(messages)
+    results = channel.send(messages)
     retry_in = record(messages, results, lost, task_id)
     log.info("batch %s on %s: %d targets in %.0f ms", batch_id, channel_name, len(messages),
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})
@@ -182,3 +240,6 @@ def _make_task(channel_name: str) -> Any:
 
 
 TASKS = {name: _make_task(name) for name in CHANNELS}
+
+# A forked child builds its own channels (their connections and loop belong to the parent).
+os.register_at_fork(after_in_child=channel_for.cache_clear)

@@ -4,10 +4,11 @@ Revision ID: 0001
 Revises: 
 Create Date: 2026-11-30 09:57:34.416586
 """
-from alembic import op
 import sqlalchemy as sa
-import herald.models
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import herald.models
 
 revision = '0001'
 down_revision = None

@@ -1,0 +1,14 @@
+"""Local, protocol-faithful fakes of FCM, APNs and Web Push, shipped for tests, the demo and bench.
+
+    from herald.fakes import FakeProviders
+    fakes = FakeProviders(Path("/tmp/fakes")).start_in_thread()
+    os.environ.update(fakes.env())          # herald now sends to the fakes
+    fakes.providers["fcm"].switches.dead_tokens.add("old-token")
+
+``herald fakes serve`` runs them in the foreground and prints their URLs and environment.
+"""
+
+from herald.fakes.server import FakeProviders
+from herald.fakes.state import Provider, Switches
+
+__all__ = ["FakeProviders", "Provider", "Switches"]

@@ -1,0 +1,204 @@
+"""All three fakes on one event loop, with a control API, in the foreground or in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from herald.fakes import keys as fake_keys
+from herald.fakes.apns import ApnsProtocol, FakeApns, server_context
+from herald.fakes.fcm import FakeFcm
+from herald.fakes.state import Provider
+from herald.fakes.webpush import FakeWebPush
+
+T = TypeVar("T")
+
+# Ports from a base (``herald fakes serve --port BASE``): control, fcm, apns production, sandbox, webpush.
+OFFSETS = {"control": 0, "fcm": 1, "apns": 2, "apns_sandbox": 3, "webpush": 4}
+
+
+class FakeProviders:
+    """The fakes of FCM, APNs (production and sandbox hosts) and Web Push, and their control API."""
+
+    def __init__(self, folder: Path, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0) -> None:
+        self.folder = folder
+        self.host = host
+        self.base_port = port
+        self.keys = fake_keys.make(folder)
+        self.providers = {name: Provider(name) for name in ("fcm", "apns", "webpush")}
+        for provider in self.providers.values():
+            provider.switches.latency_ms = latency_ms
+        self.fcm = FakeFcm(self.providers["fcm"], self.keys.fcm_public_key, fake_keys.CLIENT_EMAIL,
+                           fake_keys.PROJECT_ID)
+        self.apns = FakeApns(self.providers["apns"], {fake_keys.KEY_ID: self.keys.apns_public_key},
+                             fake_keys.TEAM_ID)
+        self.webpush = FakeWebPush(self.providers["webpush"])
+        self.urls: dict[str, str] = {}
+        self._runners: list[web.AppRunner] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def _port(self, name: str) -> int:
+        return self.base_port + OFFSETS[name] if self.base_port else 0
+
+    async def _serve_app(self, app: web.Application, name: str) -> str:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port(name), backlog=1024)
+        await site.start()
+        self._runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://{self.host}:{port}"
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.urls["fcm"] = await self._serve_app(self.fcm.app(), "fcm")
+        self.fcm.token_uri = self.urls["fcm"] + "/token"
+        fake_keys.set_token_uri(self.keys, self.fcm.token_uri)
+        self.urls["webpush"] = await self._serve_app(self.webpush.app(), "webpush")
+        self.webpush.base_url = self.urls["webpush"]
+        context = server_context(str(self.keys.cert_file), str(self.keys.cert_key_file))
+        for name, environment in (("apns", "production"), ("apns_sandbox", "sandbox")):
+            server = await self._loop.create_server(functools.partial(ApnsProtocol, self.apns, environment),
+                                                    self.host, self._port(name), ssl=context, backlog=1024)
+            self._servers.append(server)
+            self.urls[name] = f"https://{self.host}:{server.sockets[0].getsockname()[1]}"
+        self.urls["control"] = await self._serve_app(self.control_app(), "control")
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for runner in self._runners:
+            await runner.cleanup()
+
+    def start_in_thread(self) -> FakeProviders:
+        """Run the fakes on their own loop in a daemon thread (tests); returns once they listen."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self.start())
+            ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=main, name="herald-fakes", daemon=True)
+        self._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("the fakes did not start")
+        return self
+
+    def stop_thread(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the fakes' loop (to change state without racing a request)."""
+        if self._loop is None or self._thread is None:
+            return fn()
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    # --- what herald needs to reach them -------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """Environment that points herald's provider channels at these fakes."""
+        return {
+            "HERALD_BACKEND_FCM": "provider", "HERALD_BACKEND_APNS": "provider",
+            "HERALD_BACKEND_WEBPUSH": "provider",
+            "HERALD_FCM_URL": self.urls["fcm"],
+            "HERALD_FCM_CREDENTIALS_FILE": str(self.keys.fcm_service_account),
+            "HERALD_APNS_KEY_FILE": str(self.keys.apns_key_file),
+            "HERALD_APNS_KEY_ID": fake_keys.KEY_ID, "HERALD_APNS_TEAM_ID": fake_keys.TEAM_ID,
+            "HERALD_APNS_PRODUCTION_URL": self.urls["apns"], "HERALD_APNS_SANDBOX_URL": self.urls["apns_sandbox"],
+            "HERALD_APNS_CA_FILE": str(self.keys.ca_file),
+            "HERALD_WEBPUSH_VAPID_KEY_FILE": str(self.keys.vapid_key_file),
+            "HERALD_WEBPUSH_VAPID_SUBJECT": "mailto:push-admin@example.com",
+        }
+
+    def write_env(self) -> Path:
+        path = self.folder / "fakes.env"
+        path.write_text("".join(f"{k}={v}\n" for k, v in self.env().items())
+                        + f"HERALD_FAKES_CONTROL_URL={self.urls['control']}\n")
+        return path
+
+    # --- control API (for a fake in another process: the demo and the benchmark) -------
+
+    def control_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/switches", self._get_switches)
+        app.router.add_post("/switches/{provider}", self._set_switches)
+        app.router.add_post("/apns", self._set_apns)
+        app.router.add_get("/seen/{provider}", self._seen)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_post("/webpush/subscriptions", self._subscribe)
+        app.router.add_post("/reset", self._reset)
+        return app
+
+    async def _get_switches(self, _request: web.Request) -> web.Response:
+        return web.json_response({n: p.switches.as_json() for n, p in self.providers.items()})
+
+    async def _set_switches(self, request: web.Request) -> web.Response:
+        provider = self.providers.get(request.match_info["provider"])
+        if provider is None:
+            raise web.HTTPNotFound(text="unknown provider")
+        try:
+            provider.switches.update(await request.json())
+        except (KeyError, ValueError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=f"bad switch: {exc}") from None
+        return web.json_response(provider.switches.as_json())
+
+    async def _set_apns(self, request: web.Request) -> web.Response:
+        values: dict[str, Any] = await request.json()
+        for key in ("token_max_age_s", "goaway_after", "environments", "unregistered_at_ms"):
+            if key in values:
+                setattr(self.apns, key, values[key])
+        return web.json_response({"ok": True})
+
+    async def _seen(self, request: web.Request) -> web.Response:
+        provider = self.providers.get(request.match_info["provider"])
+        if provider is None:
+            raise web.HTTPNotFound(text="unknown provider")
+        since = int(request.query.get("since", "0"))
+        entries = list(provider.seen)[since:]
+        return web.Response(text=json.dumps({"count": len(provider.seen), "entries": entries}, default=str),
+                            content_type="application/json")
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        return web.json_response({n: {"requests": p.requests, "max_in_flight": p.max_in_flight,
+                                      "in_flight": p.in_flight} for n, p in self.providers.items()})
+
+    async def _subscribe(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.webpush.subscribe())
+
+    async def _reset(self, _request: web.Request) -> web.Response:
+        for provider in self.providers.values():
+            provider.reset()
+        return web.json_response({"ok": True})
+
+
+async def serve_forever(folder: Path, *, host: str, port: int, latency_ms: float,
+                        announce: Callable[[FakeProviders], None]) -> None:
+    fakes = FakeProviders(folder, host=host, port=port, latency_ms=latency_ms)
+    await fakes.start()
+    announce(fakes)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fakes.stop()

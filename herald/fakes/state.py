@@ -1,0 +1,98 @@
+"""What every fake provider shares: its switches and the log of what it saw."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+SEEN_MAX = 200_000  # a bounded log: a long benchmark never grows the fake without end
+
+
+@dataclass
+class Switches:
+    """Behaviour of one fake provider, changeable while it runs (in process or over HTTP)."""
+
+    latency_ms: float = 0.0  # added to every answer
+    error_rate: float = 0.0  # fraction of requests answered with the provider's "unavailable"
+    dead_tokens: set[str] = field(default_factory=set)  # answered as unregistered / gone
+    # token -> the provider's error (an error-table row), optionally "*N" for the next N requests only
+    errors: dict[str, str] = field(default_factory=dict)
+    throttle: int = 0  # the next N requests get 429 with Retry-After
+    retry_after_s: float = 1.0
+    outage_until: float = 0.0  # epoch seconds: until then every request gets "unavailable"
+
+    def outage(self, seconds: float) -> None:
+        self.outage_until = time.time() + seconds
+
+    def update(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if key == "outage_s":
+                self.outage(float(value))
+            elif key == "dead_tokens":
+                self.dead_tokens = set(value)
+            elif hasattr(self, key):
+                setattr(self, key, value)
+            else:
+                raise KeyError(key)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"latency_ms": self.latency_ms, "error_rate": self.error_rate,
+                "dead_tokens": sorted(self.dead_tokens), "errors": self.errors, "throttle": self.throttle,
+                "retry_after_s": self.retry_after_s, "outage_until": self.outage_until}
+
+
+@dataclass
+class Provider:
+    """One fake's state: switches, what it saw, and how many requests it held at once."""
+
+    name: str
+    switches: Switches = field(default_factory=Switches)
+    seen: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=SEEN_MAX))
+    in_flight: int = 0
+    max_in_flight: int = 0
+    requests: int = 0
+
+    def enter(self) -> None:
+        self.requests += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    def forced(self, token: str) -> str | None:
+        """The error forced for this token, if any (and count down an "*N" one)."""
+        value = self.switches.errors.get(token)
+        if value is None:
+            return None
+        reason, _, times = value.partition("*")
+        if times:
+            left = int(times) - 1
+            if left <= 0:
+                del self.switches.errors[token]
+            else:
+                self.switches.errors[token] = f"{reason}*{left}"
+        return reason
+
+    def trouble(self) -> str | None:
+        """"outage", "throttle" or "error" when the switches say this request fails that way."""
+        s = self.switches
+        if s.outage_until > time.time():
+            return "outage"
+        if s.throttle > 0:
+            s.throttle -= 1
+            return "throttle"
+        if s.error_rate and random.random() < s.error_rate:
+            return "error"
+        return None
+
+    def record(self, **entry: Any) -> None:
+        self.seen.append({"at": time.time(), **entry})
+
+    def reset(self) -> None:
+        self.switches = Switches()
+        self.seen.clear()
+        self.max_in_flight = self.requests = 0  # in_flight stays: requests may be under way

@@ -1,0 +1,43 @@
+"""What ``herald status`` shows: when each sweep last ran, whether it is overdue, what is raised."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from herald import db
+from herald.models import OpsCondition, SweepRun, utcnow
+from schedules.beat import entries
+
+
+def overdue_after_s(period_s: float) -> float:
+    """A sweep is overdue once twice its period (and at least a minute more) passed without success."""
+    return max(2 * period_s, period_s + 60.0)
+
+
+def sweeps(now: datetime | None = None) -> list[dict[str, Any]]:
+    now = now or utcnow()
+    with db.session() as s:
+        runs = {r.sweep: r for r in s.scalars(select(SweepRun))}
+    out = []
+    for entry in entries():
+        run = runs.get(entry.sweep)
+        last_ok = run.last_ok_at if run else None
+        late = last_ok is None or now - last_ok > timedelta(seconds=overdue_after_s(entry.period_s))
+        out.append({"sweep": entry.sweep, "task": entry.task, "period_s": entry.period_s,
+                    "last_ok_at": last_ok.isoformat() if last_ok else None,
+                    "last_outcome": run.last_outcome if run else None,
+                    "last_error": run.last_error if run else None,
+                    "runs": run.runs if run else 0, "failures": run.failures if run else 0,
+                    "overdue": late, "last_summary": run.last_summary if run else {}})
+    return out
+
+
+def raised_conditions() -> list[dict[str, Any]]:
+    with db.session() as s:
+        rows = s.scalars(select(OpsCondition).where(OpsCondition.raised.is_(True))
+                         .order_by(OpsCondition.condition, OpsCondition.resource))
+        return [{"condition": r.condition, "resource": r.resource, "value": r.value, "threshold": r.threshold,
+                 "raised_at": r.raised_at.isoformat() if r.raised_at else None} for r in rows]

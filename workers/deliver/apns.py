@@ -1,0 +1,239 @@
+"""APNs: the HTTP/2 provider API with token authentication.
+
+https://developer.apple.com/documentation/usernotifications/sending-notification-requests-to-apns
+https://developer.apple.com/documentation/usernotifications/handling-notification-responses-from-apns
+
+- One ES256 provider token per process (team id, key id, .p8 key), reused for every request and
+  refreshed every ``HERALD_APNS_JWT_REFRESH_S`` (Apple: not more often than every 20 minutes,
+  not less than every 60); a 403 ExpiredProviderToken regenerates it once; after
+  TooManyProviderTokenUpdates herald stops regenerating for 20 minutes.
+- Persistent HTTP/2 connections per host (sandbox and production differ) through
+  :mod:`workers.deliver.h2client`, which resends streams a GOAWAY left unprocessed.
+- The hosts are settings, so the local fake (or a proxy) can stand in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jwt
+
+from herald.settings import get_settings
+from workers.deliver.base import Message, Result
+from workers.deliver.h2client import NotProcessed, Pool, Response
+from workers.deliver.payload import PayloadTooLarge, fit
+from workers.deliver.sender import ProviderChannel, Rule, apply_rule, retry_after, with_latency
+
+FREEZE_AFTER_TOO_MANY_UPDATES_S = 20 * 60
+MIN_FORCED_REFRESH_S = 1.0  # never regenerate twice within a second, however many 403s arrive
+
+# Apple's reason strings, by documented status (the table in the second link above).
+ERRORS: dict[str, Rule] = {
+    "BadCollapseId": Rule("permanent", "collapse id too long"),
+    # BadDeviceToken is checked against the other environment first (see send_one).
+    "BadDeviceToken": Rule("invalid_token", "token invalid in both sandbox and production: deactivated"),
+    "BadExpirationDate": Rule("permanent", "bad apns-expiration"),
+    "BadMessageId": Rule("permanent", "bad apns-id"),
+    "BadPriority": Rule("permanent", "bad apns-priority"),
+    "BadTopic": Rule("permanent", "bad apns-topic: check HERALD_APNS_TOPICS"),
+    "DeviceTokenNotForTopic": Rule("permanent", "token belongs to another app: token kept"),
+    "DuplicateHeaders": Rule("permanent", "duplicate headers"),
+    "IdleTimeout": Rule("transient", "idle connection timed out: retry", fresh_connection=True),
+    "InvalidPushType": Rule("permanent", "bad apns-push-type"),
+    "MissingDeviceToken": Rule("permanent", "no device token in the path"),
+    "MissingTopic": Rule("permanent", "apns-topic required: check HERALD_APNS_TOPICS"),
+    "PayloadEmpty": Rule("permanent", "empty payload"),
+    "TopicDisallowed": Rule("permanent", "topic not allowed for this key"),
+    "BadCertificate": Rule("auth", "certificate refused: tokens kept"),
+    "BadCertificateEnvironment": Rule("auth", "certificate for the other environment: tokens kept"),
+    "ExpiredProviderToken": Rule("auth", "provider token expired even after regeneration: tokens kept"),
+    "Forbidden": Rule("auth", "forbidden: tokens kept"),
+    "InvalidProviderToken": Rule("auth", "provider token refused (key id, team id or key): tokens kept"),
+    "MissingProviderToken": Rule("auth", "no provider token: tokens kept"),
+    "UnrelatedKeyIdInToken": Rule("auth", "key id not related to this team: tokens kept"),
+    "BadPath": Rule("permanent", "bad request path"),
+    "MethodNotAllowed": Rule("permanent", "method not allowed"),
+    # 410, checked against the device's registration time first (see send_one).
+    "ExpiredToken": Rule("invalid_token", "token expired: deactivated"),
+    "Unregistered": Rule("invalid_token", "token no longer active for the topic: deactivated"),
+    "Unregistered:reregistered": Rule("permanent", "APNs invalidated the token before it was registered "
+                                                   "again: token kept"),
+    "PayloadTooLarge": Rule("permanent", "payload over 4 KB"),
+    "TooManyProviderTokenUpdates": Rule("transient", "provider token updated too often: regeneration paused"),
+    "TooManyRequests": Rule("transient", "too many requests to this device: back off for this device",
+                            min_retry_after_s=30.0),
+    "InternalServerError": Rule("transient", "APNs internal error: retry on a fresh connection",
+                                fresh_connection=True),
+    "ServiceUnavailable": Rule("transient", "APNs unavailable: retry on a fresh connection",
+                               fresh_connection=True),
+    "Shutdown": Rule("transient", "APNs server shutting down: retry on a fresh connection", fresh_connection=True),
+    # Answers without a known reason, by status class.
+    "5xx": Rule("transient", "APNs error: retry on a fresh connection", fresh_connection=True),
+    "4xx": Rule("permanent", "request refused"),
+}
+
+PRIORITY = {"info": "5", "warning": "5", "error": "10", "critical": "10"}
+
+
+def classify(status: int, reason: str | None) -> tuple[str, Rule]:
+    if reason in ERRORS:
+        return reason, ERRORS[reason]
+    key = "5xx" if status >= 500 else "4xx"
+    return key, ERRORS[key]
+
+
+def encode(message: Message) -> bytes:
+    payload = message.payload
+
+    def build(title: str, body: str) -> bytes:
+        aps: dict[str, object] = {"alert": {"title": title, "body": body}}
+        if message.collapse_key:
+            aps["thread-id"] = message.collapse_key[:64]
+        if message.severity == "critical":
+            aps["sound"] = "default"
+        return json.dumps({"aps": aps, "link": payload.link, **payload.data}, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+
+    return fit(build, payload.title, payload.body)
+
+
+def collapse_id(key: str) -> str:
+    # apns-collapse-id: at most 64 bytes; a long dedup key is hashed rather than cut (no clashes).
+    return key if len(key.encode()) <= 64 else hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass
+class ProviderToken:
+    """The ES256 provider token of one signing key, shared by every request of the process."""
+
+    key: str
+    key_id: str
+    team_id: str
+    refresh_s: float
+    value: str = ""
+    issued_at: float = 0.0
+    frozen_until: float = 0.0
+    generated: int = 0
+
+    def current(self) -> str:
+        now = time.time()
+        if not self.value or (now - self.issued_at >= self.refresh_s and now >= self.frozen_until):
+            self._generate(now)
+        return self.value
+
+    def expired(self, used: str) -> None:
+        """APNs said ExpiredProviderToken for ``used``: regenerate, unless another request just did."""
+        now = time.time()
+        if used == self.value and now >= self.frozen_until and now - self.issued_at >= MIN_FORCED_REFRESH_S:
+            self._generate(now)
+
+    def freeze(self) -> None:
+        self.frozen_until = time.time() + FREEZE_AFTER_TOO_MANY_UPDATES_S
+
+    def _generate(self, now: float) -> None:
+        self.value = jwt.encode({"iss": self.team_id, "iat": int(now)}, self.key, algorithm="ES256",
+                                headers={"kid": self.key_id})
+        self.issued_at = now
+        self.generated += 1
+
+
+class ApnsChannel(ProviderChannel):
+    name = "apns"
+
+    def __init__(self) -> None:
+        super().__init__()
+        settings = get_settings()
+        if settings.apns_key_file is None or not settings.apns_key_id or not settings.apns_team_id:
+            raise ValueError("APNs needs HERALD_APNS_KEY_FILE, HERALD_APNS_KEY_ID and HERALD_APNS_TEAM_ID")
+        self.token = ProviderToken(Path(settings.apns_key_file).read_text(), settings.apns_key_id,
+                                   settings.apns_team_id, settings.apns_jwt_refresh_s)
+        self.urls = {"production": settings.apns_production_url, "sandbox": settings.apns_sandbox_url}
+        self.topics = settings.apns_topics
+        self.ca_file = settings.apns_ca_file
+        self.size = settings.apns_connections
+        self.timeout_s = settings.channel_timeout_s
+        self.pools: dict[str, Pool] = {}
+
+    async def open(self) -> None:
+        if self.pools:
+            return
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        context.set_alpn_protocols(["h2"])
+        for environment, url in self.urls.items():
+            parts = urlsplit(url)
+            self.pools[environment] = Pool(parts.hostname or "", parts.port or 443, context, self.size,
+                                           self.timeout_s)
+
+    async def aclose(self) -> None:
+        for pool in self.pools.values():
+            await pool.close()
+        self.pools = {}
+
+    async def post(self, environment: str, message: Message, body: bytes) -> tuple[Response, str]:
+        pool = self.pools["sandbox" if environment == "sandbox" else "production"]
+        token = self.token.current()
+        headers = [(":method", "POST"), (":scheme", "https"), (":authority", pool.host),
+                   (":path", f"/3/device/{message.target.token}"),
+                   ("authorization", f"bearer {token}"),
+                   ("apns-topic", self.topics.get(message.target.app, message.target.app)),
+                   ("apns-push-type", "alert"),
+                   ("apns-priority", PRIORITY.get(message.severity, "5")),
+                   ("apns-expiration", str(int(time.time()) + message.ttl_s))]
+        if message.collapse_key:
+            headers.append(("apns-collapse-id", collapse_id(message.collapse_key)))
+        return await pool.request(headers, body), token
+
+    @staticmethod
+    def reason(response: Response) -> tuple[str | None, int | None]:
+        try:
+            answer = json.loads(response.body or b"{}")
+        except ValueError:
+            return None, None
+        return answer.get("reason"), answer.get("timestamp")
+
+    async def send_one(self, message: Message) -> tuple[Result, Rule | None]:
+        target = message.target
+        did = target.delivery_id
+        started = time.perf_counter()
+        try:
+            body = encode(message)
+        except PayloadTooLarge as exc:
+            return Result(did, "permanent", None, str(exc)), None
+        environment = target.environment
+        try:
+            response, used = await self.post(environment, message, body)
+            reason, stamp = self.reason(response)
+            if response.status == 403 and reason == "ExpiredProviderToken":
+                self.token.expired(used)
+                response, used = await self.post(environment, message, body)
+                reason, stamp = self.reason(response)
+            if response.status == 400 and reason == "BadDeviceToken":
+                # A sandbox token sent to production (or the reverse) is BadDeviceToken too:
+                # try the other host before deactivating anything.
+                other = "production" if environment == "sandbox" else "sandbox"
+                second, _ = await self.post(other, message, body)
+                if second.status == 200:
+                    return with_latency(Result(did, "sent", "200", f"token is {other}: device corrected",
+                                               environment=other), started), None
+        except (NotProcessed, OSError, TimeoutError, ssl.SSLError) as exc:
+            return with_latency(Result(did, "transient", None, f"connection: {type(exc).__name__}: {exc}"[:500]),
+                                started), None
+        if response.status == 200:
+            return with_latency(Result(did, "sent", "200", None), started), None
+        key, rule = classify(response.status, reason)
+        if key in ("Unregistered", "ExpiredToken") and stamp and target.registered_at is not None \
+                and target.registered_at.timestamp() * 1000 > stamp:
+            key, rule = "Unregistered:reregistered", ERRORS["Unregistered:reregistered"]
+        if key == "TooManyProviderTokenUpdates":
+            self.token.freeze()
+        if rule.fresh_connection:
+            self.pools["sandbox" if environment == "sandbox" else "production"].retire()
+        result = apply_rule(rule, did, f"{response.status} {reason or ''}".strip(), key, 0,
+                            retry_after(response.headers.get("retry-after")))
+        return with_latency(replace(result), started), rule

@@ -1,0 +1,214 @@
+"""FCM HTTP v1: https://firebase.google.com/docs/reference/fcm/rest/v1/projects.messages/send
+
+Transport, by measurement (DESIGN.md, "Costs measured"): firebase-admin's ``send_each_async``
+(httpx over HTTP/2) costs about 5 ms of CPU per message here, aiohttp about 0.4 ms for the same
+request, so herald posts the v1 JSON itself through one aiohttp session per process, with
+persistent keep-alive connections. ``validate_only`` is sent explicitly false (firebase-admin's
+``dry_run``). The OAuth access token comes from the service-account file exactly as Google's
+libraries get it: an RS256-signed JWT assertion exchanged at the file's ``token_uri``
+(RFC 7523, https://developers.google.com/identity/protocols/oauth2/service-account#httprest),
+cached until shortly before it expires. One file per app (``HERALD_FCM_APP_CREDENTIALS``), or one
+for all (``HERALD_FCM_CREDENTIALS_FILE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+
+from herald.settings import get_settings
+from workers.deliver.base import Message, Result
+from workers.deliver.payload import PayloadTooLarge, fit
+from workers.deliver.sender import ProviderChannel, Rule, apply_rule, retry_after, with_latency
+
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+TOKEN_MARGIN_S = 300  # refresh an access token five minutes before it expires
+
+# https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode
+# The FcmError detail's errorCode is the key; a body without one falls back to the HTTP status.
+ERRORS: dict[str, Rule] = {
+    "UNREGISTERED": Rule("invalid_token", "the app instance is gone: token deactivated"),
+    "SENDER_ID_MISMATCH": Rule("invalid_token", "token belongs to another sender: token deactivated"),
+    # INVALID_ARGUMENT is special-cased below: only an invalid-token detail prunes.
+    "INVALID_ARGUMENT": Rule("permanent", "the message is invalid: token kept, fix the payload"),
+    "INVALID_ARGUMENT:token": Rule("invalid_token", "invalid registration token: token deactivated"),
+    "QUOTA_EXCEEDED": Rule("transient", "sending quota exceeded: wait at least a minute",
+                           min_retry_after_s=60.0, provider_wide=True),
+    "UNAVAILABLE": Rule("transient", "FCM overloaded: retry after Retry-After", provider_wide=True),
+    "INTERNAL": Rule("transient", "FCM internal error: retry with backoff"),
+    "THIRD_PARTY_AUTH_ERROR": Rule("auth", "APNs or Web Push credentials in Firebase refused: tokens kept"),
+    "UNSPECIFIED_ERROR": Rule("transient", "unspecified FCM error: retry with backoff"),
+    # HTTP status fallbacks (no FcmError detail: OAuth and gateway answers)
+    "401": Rule("auth", "herald's access token refused: tokens kept"),
+    "403": Rule("auth", "the service account may not send for this project: tokens kept"),
+    "404": Rule("permanent", "no such project or endpoint: check HERALD_FCM_URL and the project id"),
+    "429": Rule("transient", "rate limited", min_retry_after_s=60.0, provider_wide=True),
+    "5xx": Rule("transient", "FCM unavailable: retry with backoff"),
+    "4xx": Rule("permanent", "request refused"),
+}
+
+# Field violations that name the target mean the token itself is malformed.
+TOKEN_FIELDS = ("message.token", "message.fid")
+
+# Android priority and collapse key from severity and dedup key:
+# https://firebase.google.com/docs/cloud-messaging/android/message-priority
+PRIORITY = {"info": "NORMAL", "warning": "NORMAL", "error": "HIGH", "critical": "HIGH"}
+
+
+def classify(status: int, body: dict[str, Any]) -> tuple[str, Rule]:
+    """(key, rule) for an FCM error answer."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    details = error.get("details") or []
+    code = next((d.get("errorCode") for d in details
+                 if isinstance(d, dict) and str(d.get("@type", "")).endswith("FcmError")), None)
+    code = code or error.get("status")
+    if code == "INVALID_ARGUMENT":
+        fields = [v.get("field") for d in details if isinstance(d, dict)
+                  for v in d.get("fieldViolations") or [] if isinstance(v, dict)]
+        if any(f in TOKEN_FIELDS for f in fields):
+            return "INVALID_ARGUMENT:token", ERRORS["INVALID_ARGUMENT:token"]
+    if code in ERRORS:
+        return code, ERRORS[code]
+    key = str(status) if str(status) in ERRORS else ("5xx" if status >= 500 else "4xx")
+    return key, ERRORS[key]
+
+
+def build(message: Message, title: str, body: str, *, validate_only: bool = False) -> dict[str, Any]:
+    """The v1 request body for one message."""
+    target = message.target
+    # firebase-admin 7.7 deprecates Message.token for Message.fid: the device row says which it holds.
+    address = {"fid" if target.token_kind == "fid" else "token": target.token}
+    data = {**message.payload.data, "link": message.payload.link}
+    android: dict[str, Any] = {"priority": PRIORITY.get(message.severity, "NORMAL"),
+                               "ttl": f"{message.ttl_s}s"}
+    if message.collapse_key:
+        android["collapse_key"] = message.collapse_key[:100]
+    return {"validate_only": validate_only,
+            "message": {**address, "notification": {"title": title, "body": body}, "data": data,
+                        "android": android}}
+
+
+def encode(message: Message) -> bytes:
+    """The request body within FCM's 4 KB (body and title trimmed first)."""
+    return fit(lambda title, body: json.dumps(build(message, title, body), separators=(",", ":")).encode(),
+               message.payload.title, message.payload.body)
+
+
+@dataclass
+class Credentials:
+    """One service account: its project and a cached OAuth access token."""
+
+    project_id: str
+    client_email: str
+    private_key: str
+    token_uri: str
+    access_token: str = ""
+    expires_at: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> Credentials:
+        info = json.loads(Path(path).read_text())
+        return cls(info["project_id"], info["client_email"], info["private_key"], info["token_uri"])
+
+    def assertion(self) -> str:
+        now = int(time.time())
+        return jwt.encode({"iss": self.client_email, "scope": SCOPE, "aud": self.token_uri, "iat": now,
+                           "exp": now + 3600}, self.private_key, algorithm="RS256")
+
+
+class FcmChannel(ProviderChannel):
+    name = "fcm"
+
+    def __init__(self) -> None:
+        super().__init__()
+        settings = get_settings()
+        self.url = settings.fcm_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=settings.channel_timeout_s)
+        self.files = {app: Path(p) for app, p in settings.fcm_app_credentials.items()}
+        self.default_file = settings.fcm_credentials_file
+        self.credentials: dict[str, Credentials] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.max_in_flight = settings.fcm_max_in_flight
+        self._token_lock: asyncio.Lock | None = None
+
+    async def open(self) -> None:
+        if self.session is None or self.session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_in_flight, keepalive_timeout=60)
+            self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+            self._token_lock = asyncio.Lock()
+
+    def _credentials(self, app: str) -> Credentials:
+        if app not in self.credentials:
+            path = self.files.get(app) or self.default_file
+            if path is None:
+                raise FileNotFoundError(f"no FCM service account for app {app!r}: set HERALD_FCM_CREDENTIALS_FILE "
+                                        "or HERALD_FCM_APP_CREDENTIALS")
+            self.credentials[app] = Credentials.load(path)
+        return self.credentials[app]
+
+    async def access_token(self, creds: Credentials, *, force: bool = False) -> str:
+        assert self.session is not None and self._token_lock is not None
+        async with self._token_lock:  # one token request however many sends wait for it
+            if force or time.time() > creds.expires_at - TOKEN_MARGIN_S:
+                form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                        "assertion": creds.assertion()}
+                async with self.session.post(creds.token_uri, data=form) as response:
+                    answer = await response.json(content_type=None)
+                    if response.status != 200:
+                        raise PermissionError(f"OAuth token refused ({response.status}): {answer}")
+                creds.access_token = answer["access_token"]
+                creds.expires_at = time.time() + float(answer.get("expires_in", 3600))
+            return creds.access_token
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def send_one(self, message: Message) -> tuple[Result, Rule | None]:
+        assert self.session is not None
+        did = message.target.delivery_id
+        started = time.perf_counter()
+        try:
+            body = encode(message)
+        except PayloadTooLarge as exc:
+            return Result(did, "permanent", None, str(exc)), None
+        try:
+            creds = self._credentials(message.target.app)
+            token = await self.access_token(creds)
+        except (FileNotFoundError, PermissionError, KeyError, ValueError) as exc:
+            return Result(did, "auth", None, f"FCM credentials: {exc}"[:500]), None
+        url = f"{self.url}/v1/projects/{creds.project_id}/messages:send"
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            try:
+                async with self.session.post(url, data=body, headers=headers) as response:
+                    status = response.status
+                    text = await response.read()
+                    wait = retry_after(response.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return with_latency(Result(did, "transient", None, f"connection: {type(exc).__name__}: {exc}"[:500]),
+                                    started), None
+            if status == 200:
+                return with_latency(Result(did, "sent", "200", None), started), None
+            try:
+                answer = json.loads(text)
+            except ValueError:
+                answer = {}
+            key, rule = classify(status, answer)
+            if status == 401 and attempt == 1:
+                # An access token can be revoked before its expiry: fetch a new one, once.
+                token = await self.access_token(creds, force=True)
+                continue
+            message_text = (answer.get("error") or {}).get("message", "") if isinstance(answer, dict) else ""
+            return with_latency(apply_rule(rule, did, f"{status} {key}", f"{key}: {message_text}", 0, wait),
+                                started), rule
+        raise AssertionError("unreachable")

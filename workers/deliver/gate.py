@@ -1,0 +1,298 @@
+"""What stands between herald and one provider: a shared limit, Retry-After, a circuit breaker.
+
+Every worker process of every machine sees the same state when the broker is Redis: the keys
+live there (under the broker's key prefix), so a fleet together respects one project quota,
+one in-flight limit and one "wait until" a provider asked for. The embedded default has no
+Redis: the same rules then hold per process (:class:`LocalState`).
+
+- **Limit**: a lease of up to N request slots is taken before N requests go out and returned
+  after; a lease expires by itself so a worker killed with SIGKILL cannot leak slots. An optional
+  per-second rate is a fixed one-second window counted in the same call.
+- **Retry-After**: a provider-wide "not before" time (FCM QUOTA_EXCEEDED applies to the whole
+  project); no request leaves before it.
+- **Circuit**: consecutive "provider down" answers (connection errors, timeouts, 5xx) open it;
+  while open, batches are not even claimed (their targets keep their attempts); when the open
+  period ends one process sends a probe batch; success closes it, failure reopens it for twice
+  as long (bounded).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_S = 60.0  # longer than any batch's slowest request (channel_timeout_s, with retries)
+
+# KEYS: leases zset (lease -> expiry ms), lease sizes hash, rate window prefix, block key
+# ARGV: want, max_in_flight, rate_per_s, lease id, lease ttl ms
+# Returns {granted, wait_ms}. Redis's own clock: every machine agrees on it.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local blocked = tonumber(redis.call('GET', KEYS[4]) or '0')
+if blocked > now then return {0, blocked - now} end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, lease in ipairs(expired) do redis.call('HDEL', KEYS[2], lease) end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
+local used = 0
+for _, n in ipairs(redis.call('HVALS', KEYS[2])) do used = used + tonumber(n) end
+local grant = math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used)
+if grant <= 0 then return {0, 5} end
+local rate = tonumber(ARGV[3])
+local window = KEYS[3] .. math.floor(now / 1000)
+if rate > 0 then
+  grant = math.min(grant, rate - tonumber(redis.call('GET', window) or '0'))
+  -- this second's budget is spent: wait for the next one
+  if grant <= 0 then return {0, 1000 - (now % 1000)} end
+end
+if rate > 0 then
+  redis.call('INCRBY', window, grant)
+  redis.call('PEXPIRE', window, 2000)
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[4], grant)
+return {grant, 0}
+"""
+
+# KEYS: open_until, probe lock. ARGV: probe ttl ms. Returns {state, wait_ms}: 0 closed, 1 open, 2 probe.
+_CHECK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local open_until = tonumber(redis.call('GET', KEYS[1]) or '0')
+if open_until == 0 then return {0, 0} end
+if open_until > now then return {1, open_until - now} end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {2, 0} end
+return {1, 1000}
+"""
+
+# KEYS: failures, open_until, open period, probe lock. ARGV: threshold, base ms, max ms, probe(0/1).
+_FAILED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fails = redis.call('INCRBY', KEYS[1], ARGV[5])
+if fails < tonumber(ARGV[1]) and ARGV[4] == '0' then return 0 end
+local period = tonumber(redis.call('GET', KEYS[3]) or '0')
+if period == 0 then period = tonumber(ARGV[2]) else period = math.min(period * 2, tonumber(ARGV[3])) end
+redis.call('SET', KEYS[3], period)
+redis.call('SET', KEYS[2], now + period)
+redis.call('DEL', KEYS[4])
+return period
+"""
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Circuit:
+    state: str  # closed, open, probe
+    wait_s: float = 0.0
+
+
+class State(Protocol):
+    """Where the gate keeps its counters: Redis (shared) or this process."""
+
+    def acquire(self, want: int, max_in_flight: int, rate_per_s: int) -> tuple[Lease | None, float]: ...
+    def release(self, lease: Lease) -> None: ...
+    def block(self, until_s: float) -> None: ...
+    def check(self) -> Circuit: ...
+    def succeeded(self) -> None: ...
+    def failed(self, count: int, *, probe: bool) -> float: ...
+    def release_probe(self) -> None: ...
+
+
+class RedisState:
+    """The gate's state in Redis, shared by every process on the same broker."""
+
+    def __init__(self, url: str, prefix: str, provider: str, threshold: int, open_s: float,
+                 max_open_s: float, timeout_s: float = 2.0) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        base = f"{prefix}herald:gate:{provider}:"
+        self.k_leases, self.k_sizes, self.k_rate = base + "leases", base + "sizes", base + "rate:"
+        self.k_block, self.k_open, self.k_probe = base + "block", base + "open_until", base + "probe"
+        self.k_fails, self.k_period = base + "fails", base + "period"
+        self.threshold, self.open_ms, self.max_open_ms = threshold, int(open_s * 1000), int(max_open_s * 1000)
+        self._acquire = self.redis.register_script(_ACQUIRE)
+        self._check = self.redis.register_script(_CHECK)
+        self._failed = self.redis.register_script(_FAILED)
+
+    def acquire(self, want: int, max_in_flight: int, rate_per_s: int) -> tuple[Lease | None, float]:
+        lease_id = uuid.uuid4().hex
+        granted, wait_ms = self._acquire(
+            keys=[self.k_leases, self.k_sizes, self.k_rate, self.k_block],
+            args=[want, max_in_flight, rate_per_s, lease_id, int(LEASE_TTL_S * 1000)])
+        if int(granted) > 0:
+            return Lease(lease_id, int(granted)), 0.0
+        return None, int(wait_ms) / 1000
+
+    def release(self, lease: Lease) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.k_leases, lease.id)
+        pipe.hdel(self.k_sizes, lease.id)
+        pipe.execute()
+
+    def block(self, until_s: float) -> None:
+        # Keep the later of two "not before" times (two processes may be told different ones).
+        until_ms = int(until_s * 1000)
+        current = int(self.redis.get(self.k_block) or 0)  # type: ignore[arg-type]
+        if until_ms > current:
+            self.redis.set(self.k_block, until_ms, px=max(1, until_ms - int(time.time() * 1000)) + 1000)
+
+    def check(self) -> Circuit:
+        state, wait_ms = self._check(keys=[self.k_open, self.k_probe], args=[int(LEASE_TTL_S * 1000)])
+        return Circuit(("closed", "open", "probe")[int(state)], int(wait_ms) / 1000)
+
+    def succeeded(self) -> None:
+        self.redis.delete(self.k_fails, self.k_open, self.k_period, self.k_probe)
+
+    def release_probe(self) -> None:
+        self.redis.delete(self.k_probe)
+
+    def failed(self, count: int, *, probe: bool) -> float:
+        period = self._failed(keys=[self.k_fails, self.k_open, self.k_period, self.k_probe],
+                              args=[self.threshold, self.open_ms, self.max_open_ms, int(probe), count])
+        return int(period) / 1000
+
+
+class LocalState:
+    """The same rules inside one process (the embedded default has no Redis)."""
+
+    def __init__(self, threshold: int, open_s: float, max_open_s: float) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.window, self.window_used = 0, 0
+        self.blocked_until = 0.0
+        self.open_until = 0.0
+        self.period = 0.0
+        self.fails = 0
+        self.probing = False
+        self.threshold, self.open_s, self.max_open_s = threshold, open_s, max_open_s
+
+    def acquire(self, want: int, max_in_flight: int, rate_per_s: int) -> tuple[Lease | None, float]:
+        now = time.time()
+        with self.lock:
+            if self.blocked_until > now:
+                return None, self.blocked_until - now
+            grant = min(want, max_in_flight - self.in_flight)
+            if grant <= 0:
+                return None, 0.005  # every slot busy: one frees within a request's time
+            if rate_per_s > 0:
+                if int(now) != self.window:
+                    self.window, self.window_used = int(now), 0
+                grant = min(grant, rate_per_s - self.window_used)
+                if grant <= 0:
+                    return None, 1 - now % 1  # this second's budget is spent
+            self.in_flight += grant
+            if rate_per_s > 0:
+                self.window_used += grant
+            return Lease(uuid.uuid4().hex, grant), 0.0
+
+    def release(self, lease: Lease) -> None:
+        with self.lock:
+            self.in_flight -= lease.count
+
+    def block(self, until_s: float) -> None:
+        with self.lock:
+            self.blocked_until = max(self.blocked_until, until_s)
+
+    def check(self) -> Circuit:
+        now = time.time()
+        with self.lock:
+            if not self.open_until:
+                return Circuit("closed")
+            if self.open_until > now:
+                return Circuit("open", self.open_until - now)
+            if not self.probing:
+                self.probing = True
+                return Circuit("probe")
+            return Circuit("open", 1.0)
+
+    def succeeded(self) -> None:
+        with self.lock:
+            self.fails, self.open_until, self.period, self.probing = 0, 0.0, 0.0, False
+
+    def release_probe(self) -> None:
+        with self.lock:
+            self.probing = False
+
+    def failed(self, count: int, *, probe: bool) -> float:
+        with self.lock:
+            self.fails += count
+            if self.fails < self.threshold and not probe:
+                return 0.0
+            self.period = self.open_s if not self.period else min(self.period * 2, self.max_open_s)
+            self.open_until = time.time() + self.period
+            self.probing = False
+            return self.period
+
+
+class Gate:
+    """One provider's gate, as seen by one process."""
+
+    def __init__(self, provider: str, state: State, max_in_flight: int, rate_per_s: int,
+                 circuit_failures: int) -> None:
+        self.provider = provider
+        self.state = state
+        self.max_in_flight = max_in_flight
+        self.rate_per_s = rate_per_s
+        self.circuit_failures = circuit_failures
+
+    def acquire(self, want: int) -> tuple[Lease | None, float]:
+        """Up to ``want`` request slots now, or (None, seconds to wait)."""
+        return self.state.acquire(want, self.max_in_flight, self.rate_per_s)
+
+    def release(self, lease: Lease) -> None:
+        self.state.release(lease)
+
+    def block_for(self, seconds: float) -> None:
+        """No request to this provider for ``seconds`` (its Retry-After), from any process."""
+        log.warning("%s asked herald to wait %.1fs", self.provider, seconds)
+        self.state.block(time.time() + seconds)
+
+    def check(self) -> Circuit:
+        return self.state.check()
+
+    def release_probe(self) -> None:
+        self.state.release_probe()
+
+    def report(self, *, successes: int, down: int, probe: bool) -> float:
+        """After a batch: close the circuit on any success; count "down" answers; returns open seconds."""
+        if successes:
+            if probe:
+                log.warning("%s answers again: circuit closed", self.provider)
+            self.state.succeeded()
+            return 0.0
+        if down or probe:
+            period = self.state.failed(max(down, 1), probe=probe)
+            if period:
+                log.warning("%s looks down: circuit open for %.1fs", self.provider, period)
+            return period
+        return 0.0
+
+
+def make_gate(provider: str) -> Gate:
+    """The gate of a provider, on Redis when the broker is Redis, else per process."""
+    from herald.settings import get_settings
+
+    settings = get_settings()
+    broker = settings.broker_url or ""
+    threshold = settings.channel_circuit_failures
+    state: Any
+    if broker.startswith(("redis://", "rediss://", "unix://")):
+        state = RedisState(broker, settings.broker_key_prefix, provider, threshold,
+                           settings.channel_circuit_open_s, settings.channel_circuit_max_open_s)
+    else:
+        state = LocalState(threshold, settings.channel_circuit_open_s, settings.channel_circuit_max_open_s)
+    return Gate(provider, state, getattr(settings, f"{provider}_max_in_flight"),
+                getattr(settings, f"{provider}_rate_per_s"), threshold)

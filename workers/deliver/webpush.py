@@ -1,0 +1,132 @@
+"""Web Push: RFC 8030 delivery, RFC 8291 aes128gcm encryption, RFC 8292 VAPID.
+
+The device row holds the browser's subscription JSON (endpoint, keys.p256dh, keys.auth). The
+body is encrypted per message (a fresh sender key and salt, http_ece, the library pywebpush
+itself uses); the VAPID token is signed once per push-service origin and reused until near its
+expiry (signing is a third of the per-message CPU otherwise). It is posted through one aiohttp
+session per process, the transport measured cheapest here, rather than pywebpush's own, which
+re-signs VAPID on every call.
+
+- TTL is always set (RFC 8030 section 5.2): pywebpush's default of 0 drops a message for a
+  device that is offline at that instant.
+- Urgency from severity (section 5.3), Topic from the dedup key (section 5.4: a newer message
+  with the same topic replaces an undelivered older one; at most 32 URL-safe base64 characters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from herald.settings import get_settings
+from workers.deliver import vapid
+from workers.deliver.base import Message, Result
+from workers.deliver.payload import PayloadTooLarge, fit
+from workers.deliver.sender import ProviderChannel, Rule, apply_rule, retry_after, with_latency
+
+# RFC 8291 section 4: 4096 bytes of body minus 86 of header and 17 of tag and delimiter.
+MAX_CLEARTEXT_BYTES = 3993
+
+# https://datatracker.ietf.org/doc/html/rfc8030#section-7 and the push services' documented answers
+# (https://developer.mozilla.org/en-US/docs/Web/API/Push_API, web.dev "push notifications: web push protocol").
+ERRORS: dict[str, Rule] = {
+    "404": Rule("invalid_token", "subscription not found: deactivated"),
+    "410": Rule("invalid_token", "subscription expired or unsubscribed: deactivated"),
+    "413": Rule("permanent", "payload too large for the push service"),
+    "429": Rule("transient", "too many requests: retry after Retry-After"),
+    "400": Rule("permanent", "request refused (headers or encryption): subscription kept"),
+    "401": Rule("auth", "VAPID token refused: subscription kept"),
+    "403": Rule("auth", "VAPID key not the one the subscription was made with: subscription kept"),
+    "5xx": Rule("transient", "push service unavailable: retry with backoff"),
+    "4xx": Rule("permanent", "request refused"),
+}
+
+URGENCY = {"info": "normal", "warning": "normal", "error": "high", "critical": "high"}
+
+
+def classify(status: int) -> tuple[str, Rule]:
+    key = str(status) if str(status) in ERRORS else ("5xx" if status >= 500 else "4xx")
+    return key, ERRORS[key]
+
+
+def topic(dedup_key: str) -> str:
+    # A Topic is at most 32 characters of the URL-safe base64 alphabet: hash the dedup key.
+    return vapid.b64url(hashlib.sha256(dedup_key.encode()).digest())[:32]
+
+
+def cleartext(message: Message) -> bytes:
+    """What the service worker receives: JSON with title, body, link and ids, within the limit."""
+    payload = message.payload
+
+    def encode(title: str, body: str) -> bytes:
+        return json.dumps({"title": title, "body": body, "link": payload.link, "data": payload.data},
+                          separators=(",", ":"), ensure_ascii=False).encode()
+
+    return fit(encode, payload.title, payload.body, MAX_CLEARTEXT_BYTES)
+
+
+def subscription(token: str) -> dict[str, Any]:
+    info = json.loads(token)
+    if not isinstance(info, dict) or "endpoint" not in info or "p256dh" not in info.get("keys", {}):
+        raise ValueError("not a Web Push subscription (endpoint, keys.p256dh, keys.auth)")
+    return info
+
+
+class WebPushChannel(ProviderChannel):
+    name = "webpush"
+
+    def __init__(self) -> None:
+        super().__init__()
+        settings = get_settings()
+        if settings.webpush_vapid_key_file is None:
+            raise ValueError("HERALD_WEBPUSH_VAPID_KEY_FILE is not set (create one: herald vapid generate)")
+        self.vapid = vapid.Vapid(vapid.load(settings.webpush_vapid_key_file), settings.webpush_vapid_subject)
+        self.timeout = aiohttp.ClientTimeout(total=settings.channel_timeout_s)
+        self.max_in_flight = settings.webpush_max_in_flight
+        self.session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        if self.session is None or self.session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_in_flight, keepalive_timeout=60)
+            self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def send_one(self, message: Message) -> tuple[Result, Rule | None]:
+        assert self.session is not None
+        did = message.target.delivery_id
+        started = time.perf_counter()
+        try:
+            sub = subscription(message.target.token)
+            body = vapid.encrypt(cleartext(message), sub["keys"]["p256dh"], sub["keys"]["auth"])
+        except PayloadTooLarge as exc:
+            return Result(did, "permanent", None, str(exc)), None
+        except (ValueError, KeyError, TypeError) as exc:
+            # A subscription that cannot even be parsed or used as a key can never work.
+            return Result(did, "invalid_token", None, f"unusable subscription: {exc}"[:500]), None
+        headers = {"TTL": str(max(1, message.ttl_s)), "Content-Encoding": "aes128gcm",
+                   "Content-Type": "application/octet-stream",
+                   "Urgency": URGENCY.get(message.severity, "normal"),
+                   "Authorization": self.vapid.header(sub["endpoint"])}
+        if message.collapse_key:
+            headers["Topic"] = topic(message.collapse_key)
+        try:
+            async with self.session.post(sub["endpoint"], data=body, headers=headers) as response:
+                status = response.status
+                text = (await response.read())[:200].decode(errors="replace")
+                wait = retry_after(response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return with_latency(Result(did, "transient", None, f"connection: {type(exc).__name__}: {exc}"[:500]),
+                                started), None
+        if status in (200, 201, 202):
+            return with_latency(Result(did, "sent", str(status), None), started), None
+        key, rule = classify(status)
+        return with_latency(apply_rule(rule, did, str(status), f"{status}: {text.strip()}", 0, wait),
+                            started), rule

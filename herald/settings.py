@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     retry_base_s: float = 2.0
     retry_max_s: float = 300.0
     stall_deadline_s: float = 120.0
+    escalate_after_s: float = 900.0  # an open, unacknowledged incident escalates this often
+    escalation_max_level: int = 3
     recover_interval_s: float = 30.0
     outbox_relay_interval_s: float = 10.0
     outbox_grace_s: float = 30.0

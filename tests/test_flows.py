@@ -152,10 +152,18 @@ def test_acknowledgement_updates_the_incident(pipeline: Workers) -> None:
     failure = publish(flow_failed("orders-to-erp", environment="prod"))
     wait_until(lambda: all_done([failure]))
     incident_id = rows(select(Incident.id))[0].id
+    # the open incident has its escalation step waiting in Postgres
+    from herald.models import DueWork
+
+    assert rows(select(DueWork.kind, DueWork.subject, DueWork.step, DueWork.state)) == [
+        ("incident.escalate", str(incident_id), 1, "due")]
+    assert rows(select(Incident.next_escalation_at))[0][0] is not None
     ack = publish(respond("acknowledged", responder="chen", incident_id=incident_id, environment="prod"))
     wait_until(lambda: all_done([ack]))
     incident = rows(select(Incident.status, Incident.assignee, Incident.next_escalation_at))[0]
-    assert (incident.status, incident.assignee, incident.next_escalation_at) == ("acknowledged", "chen", None)
+    assert (incident.status, incident.next_escalation_at) == ("acknowledged", None)
+    assert incident.assignee == "chen"
+    assert rows(select(DueWork.state)) == [("cancelled",)]  # acknowledged: it stops escalating
     assert on_call_in("support-primary")[0] in notified(ack)
 
 

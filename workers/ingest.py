@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
@@ -23,7 +23,9 @@ from herald.errors import PoisonMessage
 from herald.events import INCIDENT_TYPES, Event, Severity, validate_event
 from herald.models import Approval, ApprovalVote, Incident, Outbox, utcnow
 from herald.models import Event as EventRow
+from herald.settings import get_settings
 from herald.tasks import HeraldTask
+from schedules import due
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,26 @@ def _group(s: Session, row: EventRow) -> str:
         except IntegrityError:
             continue  # another worker opened it at the same moment: join theirs
         row.incident_id = incident.id
+        _schedule_escalation(s, incident)
         audit(s, "herald", "incident.opened", "incident", incident.id, event_id=str(row.id))
         return "received"
     raise RuntimeError(f"could not open or join an incident for {row.dedup_key!r}")
+
+
+def _schedule_escalation(s: Session, incident: Incident) -> None:
+    """Timed work lives in Postgres: the due-work tick raises the level until someone acknowledges."""
+    settings = get_settings()
+    if settings.escalation_max_level < 1:
+        return
+    step = due.schedule(s, "incident.escalate", str(incident.id),
+                        due_at=utcnow() + timedelta(seconds=settings.escalate_after_s),
+                        payload={"repeat_s": settings.escalate_after_s, "max_step": settings.escalation_max_level})
+    incident.next_escalation_at = step.due_at
+
+
+def _stop_escalation(s: Session, incident: Incident) -> None:
+    due.cancel(s, "incident.escalate", str(incident.id))
+    incident.next_escalation_at = None
 
 
 def _close_incident(s: Session, row: EventRow) -> None:
@@ -114,7 +133,7 @@ def _close_incident(s: Session, row: EventRow) -> None:
     if incident is None:
         return
     incident.status, incident.closed_at, incident.updated_at = "resolved", utcnow(), utcnow()
-    incident.next_escalation_at = None
+    _stop_escalation(s, incident)
     row.incident_id = incident.id
     audit(s, row.source, "incident.recovered", "incident", incident.id, event_id=str(row.id))
 
@@ -132,10 +151,10 @@ def _apply_response(s: Session, row: EventRow) -> str:
         if action == "acknowledged" and incident.status == "open":
             incident.status = "acknowledged"
             incident.assignee = data.get("assignee") or responder
-            incident.next_escalation_at = None
+            _stop_escalation(s, incident)
         elif action == "resolved":
             incident.status, incident.closed_at = "resolved", utcnow()
-            incident.next_escalation_at = None
+            _stop_escalation(s, incident)
         elif action == "follow_up_requested":
             incident.assignee = data.get("assignee") or incident.assignee
         elif action not in ("acknowledged",):

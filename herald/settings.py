@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     publish_timeout_s: float = 10.0
     publish_max_retries: int = 3
 
-    # development channel backend (the only backend of this release)
+    # channel backends: "dev" (JSON lines) or "provider" (the provider's own protocol)
     backend_fcm: ChannelBackend = "dev"
     backend_apns: ChannelBackend = "dev"
     backend_webpush: ChannelBackend = "dev"
@@ -82,8 +82,6 @@ class Settings(BaseSettings):
     apns_connections: int = 2  # HTTP/2 connections per host and process
     webpush_vapid_key_file: Path | None = None  # PEM private key (`herald vapid generate`)
     webpush_vapid_subject: str = "mailto:push-admin@example.com"  # RFC 8292: mailto: or https: URL
-
-    log_level: str = "INFO"
 
     # sweeps (schedules/, docs/sweeps.md): periods, thresholds and retention of the periodic scans
     credential_sweep_interval_s: float = 3600.0

@@ -1,0 +1,119 @@
+"""The settings reference: one line per environment variable, written into README.md.
+
+``python -m herald.settings_doc`` rewrites the table between the README's settings markers;
+a test fails when a setting has no line here or the README's table is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from herald.settings import Settings
+
+DOCS: dict[str, str] = {
+    "database_url": "SQLAlchemy URL of herald's database, e.g. `postgresql+psycopg://user:pw@host/herald`; "
+                    "unset: SQLite in the data directory",
+    "broker_url": "Celery broker, e.g. `redis://host:6379/0` or `amqp://user:pw@host//`; unset: SQLite in the "
+                  "data directory (kombu's SQLAlchemy transport)",
+    "data_dir": "where the embedded default keeps its SQLite files, the dev channel output and beat's state",
+    "environments": "the environments events may name, comma-separated",
+    "max_event_bytes": "largest `data` an event may carry (JSON bytes)",
+    "batch_size": "delivery targets per deliver task",
+    "max_delivery_attempts": "attempts per delivery target before it is dead-lettered",
+    "max_task_attempts": "attempts per task (transient errors) before it is dead-lettered",
+    "retry_base_s": "first retry delay; doubles per attempt, with full jitter",
+    "retry_max_s": "longest retry delay (must stay below the visibility timeout)",
+    "stall_deadline_s": "work pending or in flight longer than this is re-enqueued by the recovery sweep",
+    "escalate_after_s": "an open, unacknowledged incident escalates one level this often",
+    "escalation_max_level": "highest escalation level (0: no escalation)",
+    "recover_interval_s": "period of the recovery sweep",
+    "outbox_relay_interval_s": "period of the outbox sweep",
+    "outbox_grace_s": "an outbox row not ingested after this long is published again",
+    "visibility_timeout_s": "Redis: an unacknowledged message returns to its queue after this long",
+    "broker_key_prefix": "Redis: prefix of every key (several herald setups on one Redis)",
+    "publish_timeout_s": "socket timeout talking to the broker when publishing",
+    "publish_max_retries": "connection retries before `publish` raises BrokerUnavailable",
+    "backend_fcm": "`dev` (JSON lines) or `provider` (FCM HTTP v1)",
+    "backend_apns": "`dev` (JSON lines) or `provider` (APNs HTTP/2)",
+    "backend_webpush": "`dev` (JSON lines) or `provider` (Web Push, RFC 8030/8291/8292)",
+    "dev_output": "where the dev backend writes: a file, or `-` for stdout; empty: `<data_dir>/dev-channel.jsonl`",
+    "dev_delay_ms": "dev backend: pretend each send takes this long",
+    "channel_timeout_s": "one request to a provider, connect included",
+    "channel_circuit_failures": "consecutive 'provider down' answers that open a provider's circuit",
+    "channel_circuit_open_s": "first open period of a circuit; doubles after each failed probe",
+    "channel_circuit_max_open_s": "longest open period of a circuit",
+    "channel_auth_alert_interval_s": "at most one auth-error operations event per channel and interval",
+    "fcm_max_in_flight": "FCM requests in flight, across every process (Redis)",
+    "fcm_rate_per_s": "FCM requests per second, across every process (default project quota: 600k/min)",
+    "apns_max_in_flight": "APNs requests in flight, across every process",
+    "apns_rate_per_s": "APNs requests per second (0: no limit)",
+    "webpush_max_in_flight": "Web Push requests in flight, across every process",
+    "webpush_rate_per_s": "Web Push requests per second (0: no limit)",
+    "fcm_url": "base URL of the FCM v1 API",
+    "fcm_credentials_file": "service-account JSON for every app",
+    "fcm_app_credentials": "JSON object: app -> service-account file",
+    "apns_key_file": "APNs token-auth signing key (.p8)",
+    "apns_key_id": "key id of the .p8 key",
+    "apns_team_id": "Apple developer team id",
+    "apns_topics": "JSON object: app -> apns-topic (default: the app id)",
+    "apns_production_url": "APNs production host",
+    "apns_sandbox_url": "APNs sandbox host (a device says which it uses)",
+    "apns_ca_file": "an extra CA to trust for APNs (the local fake's); unset: system CAs",
+    "apns_jwt_refresh_s": "APNs provider token lifetime (Apple: 20 to 60 minutes)",
+    "apns_connections": "HTTP/2 connections per APNs host and process",
+    "webpush_vapid_key_file": "VAPID private key, PEM (`herald vapid generate`)",
+    "webpush_vapid_subject": "VAPID `sub`: a mailto: or https: URL",
+    "credential_sweep_interval_s": "period of the credential expiry sweep",
+    "credential_thresholds_days": "JSON object: environment -> days before expiry that notify",
+    "credential_default_thresholds_days": "days before expiry that notify, for other environments",
+    "credential_pkcs12_password": "password of PKCS#12 files (never stored)",
+    "backlog_interval_s": "period of the backlog and SLA scan",
+    "backlog_depth_threshold": "messages waiting (and unacknowledged) in one queue that raise `ops.queue_backlog`",
+    "backlog_age_threshold_s": "age of the oldest waiting message that raises `ops.processing_delayed`",
+    "backlog_clear_after_s": "a condition clears after staying back under its threshold this long",
+    "backlog_rabbitmq_peek": "RabbitMQ: read the head message's publish stamp (get and requeue)",
+    "sla_default_s": "event to first delivery, per flow unless `HERALD_SLA_S` names it",
+    "sla_s": "JSON object: flow -> SLA seconds",
+    "sla_lookback_s": "how far back the SLA scan looks",
+    "ops_environment": "environment of the `ops.*` events herald raises itself",
+    "due_tick_interval_s": "period of the timed-work tick (escalations)",
+    "due_batch_size": "timed-work rows claimed per tick",
+    "purge_interval_s": "period of the retention purge",
+    "retain_events_days": "keep events (with notifications and deliveries) this long",
+    "retain_attempts_days": "keep delivery attempts this long",
+    "retain_audit_days": "keep audit rows this long",
+    "retain_sweep_days": "keep outbox rows, replayed dead letters and finished timed work this long",
+}
+
+BEGIN, END = "<!-- settings-table -->", "<!-- /settings-table -->"
+
+
+def _default(name: str) -> str:
+    field = Settings.model_fields[name]
+    value = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+    if value is None:
+        return "unset"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value) if value != "" else "empty"
+
+
+def table() -> str:
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name in Settings.model_fields:
+        lines.append(f"| `HERALD_{name.upper()}` | `{_default(name)}` | {DOCS.get(name, 'UNDOCUMENTED')} |")
+    return "\n".join(lines)
+
+
+def render(readme: str) -> str:
+    return re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", f"{BEGIN}\n{table()}\n{END}", readme, flags=re.S)
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path.write_text(render(path.read_text()))

@@ -57,22 +57,28 @@ def _json(value: Any) -> None:
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the pipeline.")] = 180.0,
+    dev_channel: Annotated[bool, typer.Option("--dev-channel", help="Write JSON lines (the development "
+                                              "channel) instead of sending to the local fakes.")] = False,
 ) -> None:
     """Run the whole pipeline on a sample directory and a burst covering all seven flows.
 
     Uses the embedded default (SQLite state and broker in HERALD_DATA_DIR) unless
-    HERALD_DATABASE_URL / HERALD_BROKER_URL point elsewhere. Exits 1 if a target is still pending.
+    HERALD_DATABASE_URL / HERALD_BROKER_URL point elsewhere. Messages go through the real FCM, APNs
+    and Web Push code to local fakes of the providers, started for the demo. Exits 1 if a target is
+    still pending.
 
     Examples:
 
         herald demo
 
         herald demo --json | jq .pending
+
+        herald demo --dev-channel      # JSON lines in HERALD_DATA_DIR/dev-channel.jsonl instead
     """
     from herald import demo as demo_module
 
     progress = None if as_json else (lambda text: err.print(f"[dim]{text}[/dim]"))
-    result = demo_module.run(timeout_s=timeout_s, progress=progress)
+    result = demo_module.run(timeout_s=timeout_s, progress=progress, dev_channel=dev_channel)
     if as_json:
         _json({"flows": result["flows"], "pending": result["pending"]})
     else:
@@ -84,7 +90,14 @@ def demo(
             table.add_row(flow, str(row["events"]), str(row["notifications"]), statuses)
         out.print(table)
         out.print(f"pending targets: {result['pending']}")
-        out.print(f"messages written by the development channel: {result['dev_output']}")
+        if result["fakes"] is not None:
+            for name, seen in result["fakes"].items():
+                statuses = ", ".join(f"{k} {v}" for k, v in sorted(seen["by_status"].items())) or "-"
+                extra = f", {seen['decrypted']} decrypted" if "decrypted" in seen else ""
+                out.print(f"fake {name} received {seen['requests']} requests ({statuses}{extra})")
+            out.print(f"what the fakes received: {result['fakes_seen']}")
+        else:
+            out.print(f"messages written by the development channel: {result['dev_output']}")
         out.print("trace one event: herald events list, then herald events show ID")
     if result["pending"]:
         raise typer.Exit(EXIT_FAILED)
@@ -302,6 +315,18 @@ def events_list(
     out.print(table)
 
 
+def _load_directory(file: Path) -> Any:
+    """The validated directory, or every problem on stderr and exit 2."""
+    from herald import directory
+
+    try:
+        return directory.load(file)
+    except DirectoryError as exc:
+        for problem in exc.problems:
+            err.print(problem, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 @directory_app.command("check")
 def directory_check(file: Annotated[Path, typer.Argument(help="The directory YAML file.")]) -> None:
     """Validate a directory file; print every problem with its line and field (exit 2).
@@ -310,14 +335,7 @@ def directory_check(file: Annotated[Path, typer.Argument(help="The directory YAM
 
         herald directory check ops/directory.yaml
     """
-    from herald import directory
-
-    try:
-        spec = directory.load(file)
-    except DirectoryError as exc:
-        for problem in exc.problems:
-            err.print(problem, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    spec = _load_directory(file)
     out.print(f"{file}: ok ({len(spec.people)} people, {len(spec.teams)} teams, "
               f"{len(spec.rotations)} rotations, {len(spec.routes)} routes)")
 
@@ -332,12 +350,7 @@ def directory_apply(file: Annotated[Path, typer.Argument(help="The directory YAM
     """
     from herald import db, directory
 
-    try:
-        spec = directory.load(file)
-    except DirectoryError as exc:
-        for problem in exc.problems:
-            err.print(problem, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    spec = _load_directory(file)
     with db.session() as s:
         counts = directory.apply(spec, s)
     out.print(f"{file}: applied " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
@@ -363,9 +376,10 @@ def deadletters_list(
         query = select(DeadLetter).order_by(DeadLetter.id)
         if not include_replayed:
             query = query.where(DeadLetter.replayed_at.is_(None))
-        rows: list[dict[str, Any]] = [{"id": r.id, "created_at": r.created_at.isoformat(), "kind": r.kind, "task": r.task_name,
-                 "queue": r.queue, "reason": r.reason, "ref": r.ref, "replayed_at": r.replayed_at,
-                 "replay_count": r.replay_count} for r in s.scalars(query)]
+        rows: list[dict[str, Any]] = [
+            {"id": r.id, "created_at": r.created_at.isoformat(), "kind": r.kind, "task": r.task_name,
+             "queue": r.queue, "reason": r.reason, "ref": r.ref, "replayed_at": r.replayed_at,
+             "replay_count": r.replay_count} for r in s.scalars(query)]
     if as_json:
         _json(rows)
         return

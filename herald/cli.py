@@ -432,5 +432,11 @@ def main() -> None:
 
     try:
         app()
-    except sqlalchemy.exc.OperationalError as exc:
-        _fail(EXIT_UNAVAILABLE, f"database unreachable: {str(exc.orig).strip().splitlines()[0]}")
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as exc:
+        reason = str(exc.orig).strip().splitlines()[0]
+        if "no such table" in reason or "does not exist" in reason and "relation" in reason:
+            reason = f"the database has no herald schema yet ({reason}): run `herald migrate`"
+        else:
+            reason = f"database unreachable: {reason}"
+        err.print(f"herald: {reason}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(EXIT_UNAVAILABLE)

@@ -48,3 +48,15 @@ def test_flower_refuses_to_start_without_authentication() -> None:
     done = subprocess.run([sys.executable, "-m", "herald", "flower"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "HERALD_FLOWER_BASIC_AUTH" in done.stderr
+
+
+def test_cli_says_what_to_do_when_the_database_is_missing_or_unmigrated(tmp_path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    fresh = subprocess.run([sys.executable, "-m", "herald", "events", "list"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env={**base, "HERALD_DATA_DIR": str(tmp_path)})
+    assert fresh.returncode == 3
+    assert fresh.stderr.strip().endswith("run `herald migrate`")
+    down = subprocess.run([sys.executable, "-m", "herald", "events", "list"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60,
+                          env={**base, "HERALD_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5999/x"})
+    assert down.returncode == 3 and down.stderr.startswith("herald: database unreachable: connection failed")

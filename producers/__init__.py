@@ -6,6 +6,7 @@
 
 from herald.errors import BrokerUnavailable, InvalidEvent, PublishError
 from herald.events import Event, Severity, from_cloudevent, make_event
+from producers.credentials import declare_credential
 from producers.devices import register_device
 from producers.helpers import (
     approval_requested,
@@ -26,6 +27,6 @@ from producers.publish import publish
 __all__ = [
     "BrokerUnavailable", "Event", "InvalidEvent", "PublishError", "Severity", "approval_requested",
     "artifact_deployed", "artifact_event", "artifact_retired", "artifact_updated", "business_event",
-    "credential_expiring", "flow_event", "flow_failed", "flow_recovered", "from_cloudevent", "make_event",
+    "credential_expiring", "declare_credential", "flow_event", "flow_failed", "flow_recovered", "from_cloudevent", "make_event",
     "ops_event", "publish", "register_device", "respond",
 ]

@@ -219,3 +219,17 @@ def test_naive_and_aware_times_compare_in_days_left() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert credentials.days_left(now + timedelta(days=1, hours=23), now) == 1
     assert credentials.days_left(now - timedelta(hours=1), now) == -1
+
+
+def test_the_producer_library_declares_credentials(clean: None) -> None:
+    from producers import declare_credential
+
+    # given an API key declared from integration code, expiring in two days
+    declare_credential("billing-key", kind="api_key", expires_at=datetime.now(UTC) + timedelta(days=2, hours=1),
+                       environment="test", owner="team:security")
+    # when the sweep runs twice, then its owner hears once, at the 3-day threshold
+    sweep_credentials()
+    sweep_credentials()
+    assert credential_notices("billing-key") == [("credential.expiring", 3, "error")]
+    with pytest.raises(credentials.CredentialError):
+        declare_credential("bad", kind="api_key", expires_at=datetime.now(UTC), environment="test", owner="nobody")

@@ -27,6 +27,6 @@ from producers.publish import publish
 __all__ = [
     "BrokerUnavailable", "Event", "InvalidEvent", "PublishError", "Severity", "approval_requested",
     "artifact_deployed", "artifact_event", "artifact_retired", "artifact_updated", "business_event",
-    "credential_expiring", "declare_credential", "flow_event", "flow_failed", "flow_recovered", "from_cloudevent", "make_event",
-    "ops_event", "publish", "register_device", "respond",
+    "credential_expiring", "declare_credential", "flow_event", "flow_failed", "flow_recovered",
+    "from_cloudevent", "make_event", "ops_event", "publish", "register_device", "respond",
 ]

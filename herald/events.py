@@ -143,6 +143,7 @@ def _types() -> dict[str, EventType]:
         ("flow.credential_error", Flow.failure, FlowFailureData, Severity.critical,
          "flow hit a credential error"),
         ("flow.recovered", Flow.failure, FlowFailureData, Severity.info, "flow recovered"),
+        ("flow.escalated", Flow.failure, FlowFailureData, Severity.critical, "incident still unacknowledged"),
         ("approval.requested", Flow.approval, ApprovalData, Severity.warning, "approval requested"),
         ("business.order_submitted", Flow.business, BusinessData, Severity.info, "order submitted"),
         ("business.shipment_status", Flow.business, BusinessData, Severity.info, "shipment status"),

@@ -40,7 +40,7 @@ def artifact_retired(artifact: str, **kw: Any) -> Event:
 
 
 # 2. flow failures
-def flow_event(what: Literal["failed", "retry_exhausted", "credential_error", "recovered"], flow: str, *,
+def flow_event(what: Literal["failed", "retry_exhausted", "credential_error", "recovered", "escalated"], flow: str, *,
                environment: str, error: str | None = None, attempts: int | None = None,
                credential: str | None = None, dedup_key: str | None = None, **fields: Any) -> Event:
     return _event(f"flow.{what}", environment, {"flow": flow, "error": error, "attempts": attempts,

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from herald import db
 from herald.audit import audit
-from herald.models import DueWork, Incident, utcnow
+from herald.models import DueWork, Event, Incident, utcnow
 from herald.settings import get_settings
 from schedules.runs import Summary, run_recorded
 
@@ -152,4 +152,20 @@ def escalate_incident(s: Session, row: DueWork) -> bool:
         incident.next_escalation_at = None
     audit(s, "herald/sweep.due", "incident.escalated", "incident", incident.id, level=row.step,
           token=str(row.token))
+    _page_again(s, incident, row.step)
     return True
+
+
+def _page_again(s: Session, incident: Incident, level: int) -> None:
+    """Tell the incident's audience again, through the outbox in this same transaction (once per level)."""
+    from producers import flow_event, publish
+
+    first = s.scalar(select(Event).where(Event.incident_id == incident.id).order_by(Event.received_at).limit(1))
+    if first is None or first.flow != "failure":
+        return  # only flow-failure incidents page; others record their level
+    event = flow_event("escalated", str(first.data["flow"]), environment=incident.environment,
+                       dedup_key=incident.dedup_key, severity=incident.severity, source="herald/escalation",
+                       idempotency_key=f"incident:{incident.id}:escalation:{level}",
+                       error=f"{incident.title}: unacknowledged, escalated to level {level}")
+    publish(event.model_copy(update={"data": {**event.data, "incident_id": incident.id, "level": level}}),
+            session=s)

@@ -185,3 +185,34 @@ def test_plain_celery_command_runs_the_pools(workers: Workers, sample_directory:
     event_id = publish(artifact_deployed("orders-api", kind="api", environment="test"))
     wait_until(lambda: all_done([event_id]))
     assert delivered_to(event_id)["fcm-alice-pixel"] == "sent"
+
+
+def test_an_unacknowledged_incident_escalates_until_someone_acknowledges(workers: Workers,
+                                                                         sample_directory: None) -> None:
+    # given escalation every two seconds, up to level 3, and the due-work tick running under beat
+    fast = {"HERALD_ESCALATE_AFTER_S": "2", "HERALD_ESCALATION_MAX_LEVEL": "3", "HERALD_DUE_TICK_INTERVAL_S": "0.5"}
+    workers.start("all", concurrency=4, kind="threads", beat=True, env=fast)
+    failure = publish(flow_failed("orders-to-erp", environment="prod", error="HTTP 502"))
+
+    def escalations() -> list[tuple[object, ...]]:
+        return rows(select(Event.id, Event.data).where(Event.type == "flow.escalated").order_by(Event.received_at))
+
+    # when nobody answers, then the on-call responder and the owners are paged again at level 1
+    wait_until(lambda: len(escalations()) >= 1, message="first escalation")
+    first_id, first_data = escalations()[0]
+    assert first_data["level"] == 1 and first_data["incident_id"] == rows(select(Incident.id))[0].id
+    wait_until(lambda: all_done([first_id]))
+    on_call, other = on_call_in("support-primary")
+    assert set(notified(first_id)) == {on_call, other}
+    assert rows(select(Event.incident_id).where(Event.id == first_id))[0][0] == first_data["incident_id"]
+    # and when someone acknowledges, escalation stops where it is
+    ack = publish(respond("acknowledged", responder=on_call, incident_id=first_data["incident_id"], environment="prod"))
+    wait_until(lambda: all_done([ack]))
+    level = rows(select(Incident.escalation_level))[0][0]
+    import time
+
+    time.sleep(3)
+    # each level paged exactly once, and nothing escalated after the acknowledgement
+    assert rows(select(Incident.escalation_level))[0][0] == level
+    assert sorted(data["level"] for _, data in escalations()) == list(range(1, level + 1))
+    assert all_done([failure])

@@ -75,8 +75,8 @@ def persist(s: Session, event: Event) -> str:
                        expires_at=datetime.fromisoformat(data["expires_at"])))
     elif event.flow.value == "response":
         return _apply_response(s, row)
-    elif event.type == "credential.expired" and event.data.get("incident_id") is not None:
-        # the expiry sweep opened the incident in its own transaction; link the event to it
+    elif event.data.get("incident_id") is not None:
+        # an event about an incident herald opened itself (credential expired, escalation step)
         row.incident_id = s.scalar(select(Incident.id).where(Incident.id == event.data["incident_id"]))
     return "received"
 

@@ -117,7 +117,8 @@ def test_approval_skips_requester_and_answers_are_written_back(pipeline: Workers
     # the requester hears about the answer
     assert notified(two)["alice"][0] == "route answers-to-requesters: requester"
     actions = [r.action for r in rows(select(AuditLog.action).order_by(AuditLog.id))]
-    assert actions == ["approval.approve.refused", "approval.approve", "approval.approve"]
+    # (the first two answers were processed concurrently: their order is not fixed)
+    assert sorted(actions) == ["approval.approve", "approval.approve", "approval.approve.refused"]
 
 
 def test_business_event_reaches_topic_subscribers_with_ids_only(pipeline: Workers) -> None:

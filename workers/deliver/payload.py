@@ -35,6 +35,8 @@ def render(*, event_id: str, event_type: str, flow: str, environment: str, sever
                (f" ({left} days left)" if left is not None else "")
     elif flow == "business":
         body = data.get("summary") or f"{data['reference']} {data.get('status') or ''}".strip()
+    elif flow == "operations" and data.get("reason"):  # e.g. an unreadable credential file: say why
+        body = str(data["reason"])
     elif flow == "operations":
         body = f"{data.get('metric') or 'value'} {data.get('value')} (threshold {data.get('threshold')})"
     elif flow == "response":

@@ -2,10 +2,21 @@
 
 Loads the sample directory, starts one worker process on every queue with beat, publishes a
 realistic burst covering all seven flows, waits until every target is terminal and summarises.
+
+By default the messages go through the real channel code (FCM HTTP v1, APNs over HTTP/2 with a
+provider token, Web Push encrypted with aes128gcm and signed with VAPID) to the local fakes
+(``herald.fakes``), started on a thread of this process with fresh keys in
+``$HERALD_DATA_DIR/demo-fakes/``. The sample directory's Web Push devices are replaced by real
+subscriptions made at the fake (so it can decrypt what herald sends), and the token prefixes keep
+their meaning through the fakes' switches: ``dead-`` is unregistered at the provider (the device
+is deactivated), ``flaky-`` fails once with the provider's transient error (the target is retried).
+What the fakes received is written to ``$HERALD_DATA_DIR/demo-fakes.json``.
+``dev_channel=True`` (``herald demo --dev-channel``) writes JSON lines instead (workers/deliver/dev.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,13 +25,17 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+import yaml
+from sqlalchemy import func, select, update
 
 from herald import db, directory, migrate
-from herald.models import TERMINAL_DELIVERY, Approval, Delivery, Event, Notification
+from herald.models import TERMINAL_DELIVERY, Approval, Delivery, Device, Event, Notification
 from herald.settings import get_settings
+
+if TYPE_CHECKING:
+    from herald.fakes import FakeProviders
 
 SAMPLE = Path(__file__).parent / "samples" / "directory.yaml"
 FLOWS = ("artifact", "failure", "approval", "business", "credential", "operations", "response")
@@ -121,12 +136,75 @@ def summary(ids: list[uuid.UUID]) -> dict[str, Any]:
     return {"flows": flows, "pending": _pending(ids)}
 
 
-def start_worker(log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
         [sys.executable, "-m", "herald", "worker", "--pool", "all", "--beat", "--kind", "threads",
          "--concurrency", "4", "--loglevel", "WARNING"],
-        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+# Switches that give the sample's token prefixes their meaning at each fake: the provider's own
+# "unregistered" answer for ``dead-``, and its transient error, once, for ``flaky-``.
+FLAKY_ERROR = {"fcm": "INTERNAL*1", "apns": "ServiceUnavailable*1", "webpush": "503*1"}
+
+
+def demo_directory(fakes: FakeProviders, folder: Path) -> tuple[Path, list[str]]:
+    """The sample directory with its devices pointed at the fakes; returns (file, Web Push tokens).
+
+    Every Web Push device becomes a real subscription made at the fake for herald's VAPID key, as
+    a browser's ``PushManager.subscribe()`` would; FCM and APNs tokens are kept as they are, and
+    the fakes' switches are set from their prefixes.
+    """
+    from workers.deliver import vapid
+
+    application_server_key = vapid.b64url(vapid.public_bytes(vapid.load(fakes.keys.vapid_key_file)))
+    spec = yaml.safe_load(SAMPLE.read_text())
+    subscriptions: list[str] = []
+    switches: dict[str, dict[str, Any]] = {n: {"dead_tokens": set(), "errors": {}} for n in FLAKY_ERROR}
+    for person in spec.get("people", []):
+        for device in person.get("devices", []):
+            channel = device["channel"]
+            name = device.get("token") or device.get("fid") or ""
+            if channel == "webpush":
+                name = str(device["subscription"]["endpoint"]).rsplit("/", 1)[-1]
+                device["subscription"] = fakes.call(lambda: fakes.webpush.subscribe(application_server_key))
+                subscriptions.append(json.dumps(device["subscription"], sort_keys=True))
+                token = fakes.webpush.endpoint_token(device["subscription"])
+            else:
+                token = name
+            if name.startswith("dead-"):
+                switches[channel]["dead_tokens"].add(token)
+            elif name.startswith("flaky-"):
+                switches[channel]["errors"][token] = FLAKY_ERROR[channel]
+
+    def configure() -> None:
+        for channel, values in switches.items():
+            fakes.providers[channel].switches.dead_tokens = values["dead_tokens"]
+            fakes.providers[channel].switches.errors = values["errors"]
+
+    fakes.call(configure)
+    path = folder / "demo-directory.yaml"
+    path.write_text("# The sample directory with its devices pointed at the demo's fakes (herald demo).\n"
+                    + yaml.safe_dump(spec, sort_keys=False))
+    return path, subscriptions
+
+
+def fakes_report(fakes: FakeProviders, path: Path) -> dict[str, Any]:
+    """What each fake received, written to ``path``; returns counts per provider and status."""
+    def snapshot() -> dict[str, Any]:
+        return {name: list(p.seen) for name, p in fakes.providers.items()}
+
+    seen = fakes.call(snapshot)
+    path.write_text(json.dumps(seen, indent=1, default=str))
+    counts: dict[str, Any] = {}
+    for name, entries in seen.items():
+        by_status: dict[str, int] = {}
+        for entry in entries:
+            by_status[str(entry.get("status"))] = by_status.get(str(entry.get("status")), 0) + 1
+        counts[name] = {"requests": len(entries), "by_status": by_status}
+    counts["webpush"]["decrypted"] = sum(1 for e in seen["webpush"] if e.get("text"))
+    return counts
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
@@ -139,17 +217,37 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def run(timeout_s: float = 120.0, progress: Any = None) -> dict[str, Any]:
+def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = False) -> dict[str, Any]:
+    """Run the demo; ``dev_channel`` writes JSON lines instead of sending to the fakes."""
     from producers import publish
 
     settings = get_settings()
     migrate.upgrade()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fakes: FakeProviders | None = None
+    worker_env: dict[str, str] = {f"HERALD_BACKEND_{c}": "dev" for c in ("FCM", "APNS", "WEBPUSH")}
+    directory_file = SAMPLE
+    subscriptions: list[str] = []
+    if not dev_channel:
+        from herald.fakes import FakeProviders
+
+        fakes = FakeProviders(settings.data_dir / "demo-fakes").start_in_thread()
+        worker_env = fakes.env()
+        directory_file, subscriptions = demo_directory(fakes, settings.data_dir)
+        if progress:
+            progress(f"fakes of FCM, APNs and Web Push listening ({fakes.urls['control']})")
     with db.session() as s:
-        directory.apply(directory.load(SAMPLE), s)
+        directory.apply(directory.load(directory_file), s)
+        if not dev_channel:
+            # Subscriptions made at an earlier demo's fakes died with them.
+            s.execute(update(Device).where(Device.channel == "webpush", Device.active.is_(True),
+                                           Device.token.not_in(subscriptions))
+                      .values(active=False, deactivated_reason="demo: subscription of an earlier run"))
     run_id = uuid.uuid4().hex[:8]
     log_path = settings.data_dir / "demo-worker.log"
-    proc = start_worker(log_path)
+    proc = start_worker(log_path, worker_env)
     deadline = time.monotonic() + timeout_s
+    seen_by_fakes: dict[str, Any] | None = None
     try:
         ids = [publish(event) for event in _burst(run_id)]
         if progress:
@@ -167,6 +265,11 @@ def run(timeout_s: float = 120.0, progress: Any = None) -> dict[str, Any]:
         result = summary(ids)
     finally:
         stop_worker(proc)
-    result["dev_output"] = settings.dev_output_path
+        if fakes is not None:
+            seen_by_fakes = fakes_report(fakes, settings.data_dir / "demo-fakes.json")
+            fakes.stop_thread()
+    result["dev_output"] = settings.dev_output_path if dev_channel else None
+    result["fakes"] = seen_by_fakes
+    result["fakes_seen"] = str(settings.data_dir / "demo-fakes.json") if fakes is not None else None
     result["worker_log"] = str(log_path)
     return result

@@ -184,8 +184,14 @@ class FakeProviders:
         return web.json_response({n: {"requests": p.requests, "max_in_flight": p.max_in_flight,
                                       "in_flight": p.in_flight} for n, p in self.providers.items()})
 
-    async def _subscribe(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.webpush.subscribe())
+    async def _subscribe(self, request: web.Request) -> web.Response:
+        # ?count=N gives a list of N subscriptions (the benchmark's 10,000 browsers in one call);
+        # ?key=<applicationServerKey> binds them to that VAPID key, as PushManager.subscribe() does.
+        key = request.query.get("key") or None
+        count = request.query.get("count")
+        if count is None:
+            return web.json_response(self.webpush.subscribe(key))
+        return web.json_response([self.webpush.subscribe(key) for _ in range(min(int(count), 100_000))])
 
     async def _reset(self, _request: web.Request) -> web.Response:
         for provider in self.providers.values():

@@ -1,0 +1,284 @@
+"""``python -m bench``: herald against its naive baseline and the bare ceiling, on the fakes at 50 ms.
+
+    python -m bench --quick          # about 2 minutes: 1,000 deliveries per scenario
+    python -m bench                  # full: 10,000 per scenario (the mixed one is the 10k fan-out)
+    python -m bench --profile        # also record py-spy profiles of the deliver pools
+
+Needs Postgres and Redis on 127.0.0.1 (as the tests do): the database ``herald_bench`` is dropped
+and created, Redis keys under ``herald_bench:`` are used. Exit code 0, or 1 if a delivery was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report, stack
+from bench.procs import Group
+
+CHANNELS = ("fcm", "apns", "webpush")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def figures(latencies: list[float], seconds: float, cpu_s: float, n: int) -> dict[str, Any]:
+    return {"n": n, "seconds": round(seconds, 2), "per_s": round(n / seconds, 1) if seconds else 0.0,
+            "p50_ms": round(percentile(latencies, 0.5) * 1000), "p95_ms": round(percentile(latencies, 0.95) * 1000),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000),
+            "cpu_s_per_1000": round(cpu_s / n * 1000, 3) if n else 0.0}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.folder = Path(tempfile.mkdtemp(prefix="herald-bench-"))
+        self.env = stack.fresh_services(self.folder / "data")
+        os.environ.update(self.env)  # before herald reads its settings
+        self.fakes = Group("fakes")
+        self.herald = Group("herald")
+        self.naive = Group("naive")
+        self.control = ""
+        self.fakes_env: dict[str, str] = {}
+
+    # --- setup -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from sqlalchemy import text
+
+        from herald import db, directory, migrate
+
+        migrate.upgrade()
+        with db.session() as s:
+            s.execute(text("CREATE TABLE bench_naive (run text, device_id bigint, status int, "
+                              "sent_at double precision)"))
+            spec = directory.DirectorySpec.model_validate({
+                "people": [{"id": "bench-admin", "name": "bench admin"}],
+                "routes": [{"id": "bench", "match": {"types": ["business.*"]}, "recipients": [{"subscribers": True}],
+                            "ids_only": True}]})
+            directory.apply(spec, s)
+        self.fakes_env, self.control = stack.start_fakes(self.fakes, self.folder / "fakes",
+                                                         self.args.latency_ms)
+        env = {**os.environ, **self.fakes_env}
+        os.environ.update(self.fakes_env)
+        from herald.settings import get_settings
+
+        get_settings.cache_clear()
+        stack.start_herald(self.herald, env, self.folder, self.args.deliver_concurrency)
+        stack.start_naive(self.naive, env, self.folder)
+
+    def seed(self, name: str, n: int, channels: tuple[str, ...]) -> list[int]:
+        """n people subscribed to ``bench.<name>``, one device each, round-robin over channels."""
+        from sqlalchemy import insert, select
+
+        from herald import db
+        from herald.models import Device, Person, Subscription
+        from workers.deliver import vapid
+
+        subs: list[dict[str, Any]] = []
+        webpush_n = sum(1 for i in range(n) if channels[i % len(channels)] == "webpush")
+        if webpush_n:
+            key = vapid.b64url(vapid.public_bytes(vapid.load(Path(self.fakes_env["HERALD_WEBPUSH_VAPID_KEY_FILE"]))))
+            subs = stack.control(self.control, f"/webpush/subscriptions?count={webpush_n}&key={key}", {})
+        people, devices = [], []
+        for i in range(n):
+            channel = channels[i % len(channels)]
+            pid = f"{name}-{i}"
+            people.append({"id": pid, "name": pid, "timezone": "UTC", "opted_out_channels": [], "active": True})
+            if channel == "webpush":
+                token, kind = json.dumps(subs.pop(), sort_keys=True), "subscription"
+            else:
+                token, kind = f"bench-{name}-{channel}-{i:06d}", "token"
+            devices.append({"person_id": pid, "channel": channel, "token": token, "token_kind": kind,
+                            "app": "com.example.bench", "environment": "production", "active": True})
+        with db.session() as s:
+            s.execute(insert(Person), people)
+            s.execute(insert(Device), devices)
+            s.execute(insert(Subscription), [{"person_id": p["id"], "topic": f"bench.{name}"} for p in people])
+            ids = list(s.scalars(select(Device.id).where(Device.person_id.like(f"{name}-%")).order_by(Device.id)))
+        return ids
+
+    # --- herald --------------------------------------------------------------------------
+
+    def wait_herald(self, event_id: Any, n: int, timeout_s: float) -> dict[str, int]:
+        from sqlalchemy import func, select
+
+        from herald import db
+        from herald.models import TERMINAL_DELIVERY, Delivery
+
+        deadline = time.monotonic() + timeout_s
+        statuses: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            with db.session() as s:
+                statuses = {k: v for k, v in s.execute(select(Delivery.status, func.count())
+                                                       .where(Delivery.event_id == event_id)
+                                                       .group_by(Delivery.status)).all()}
+            if sum(statuses.values()) >= n and all(k in TERMINAL_DELIVERY for k in statuses):
+                return statuses
+            time.sleep(0.1)
+        raise TimeoutError(f"herald did not finish {n} deliveries in {timeout_s:.0f} s: {statuses}")
+
+    def run_herald(self, name: str, n: int) -> tuple[dict[str, Any], Any]:
+        from sqlalchemy import func, select
+
+        from herald import db
+        from herald.models import Delivery, DeliveryAttempt
+        from producers import business_event, publish
+
+        fakes0, cpu0 = self.fakes.cpu_s(), self.herald.cpu_s()
+        t0 = time.time()
+        event_id = publish(business_event("order_submitted", topic=f"bench.{name}", reference=f"PO-{name}",
+                                          environment="prod", summary=f"Order for {name}"))
+        statuses = self.wait_herald(event_id, n, timeout_s=max(120.0, n / 20))
+        cpu, fakes_cpu = self.herald.cpu_s() - cpu0, self.fakes.cpu_s() - fakes0
+        with db.session() as s:
+            sent = [at.timestamp() - t0 for (at,) in s.execute(
+                select(Delivery.sent_at).where(Delivery.event_id == event_id, Delivery.status == "sent"))]
+            attempts = s.scalar(select(func.count()).select_from(DeliveryAttempt).join(Delivery)
+                                .where(Delivery.event_id == event_id)) or 0
+        seconds = max(sent) if sent else float("nan")
+        result = figures(sent, seconds, cpu, n)
+        result.update(statuses=statuses, attempts=attempts, fakes_cpu_s_per_1000=round(fakes_cpu / n * 1000, 3))
+        return result, event_id
+
+    # --- references ------------------------------------------------------------------------
+
+    def run_ceiling(self, name: str, device_ids: list[int]) -> dict[str, Any]:
+        from sqlalchemy import select
+
+        from herald import db
+        from herald.models import Device
+
+        with db.session() as s:
+            items = [{"channel": d.channel, "token": d.token, "kind": d.token_kind, "app": d.app,
+                      "environment": d.environment}
+                     for d in s.scalars(select(Device).where(Device.id.in_(device_ids)))]
+        path, out = self.folder / f"ceiling-{name}.json", self.folder / f"ceiling-{name}.out.json"
+        path.write_text(json.dumps(items))
+        fakes0 = self.fakes.cpu_s()
+        subprocess.run([sys.executable, "-m", "bench.ceiling", str(path), str(out), "--concurrency",
+                        str(self.args.concurrency)], check=True, env={**os.environ, "PYTHONPATH": str(stack.ROOT)})
+        fakes_cpu = self.fakes.cpu_s() - fakes0
+        answer = json.loads(out.read_text())
+        # the same latency definition as herald's: from the start of the run to the answer
+        result = figures(answer["latencies_s"], answer["seconds"], answer["cpu_s"], answer["n"])
+        result.update(statuses=answer["statuses"], fakes_cpu_s_per_1000=round(fakes_cpu / len(items) * 1000, 3))
+        return result
+
+    def run_naive(self, name: str, device_ids: list[int], event_id: Any) -> dict[str, Any]:
+        from sqlalchemy import text
+
+        from bench.naive import deliver
+        from herald import db
+
+        run = f"{name}-{time.time_ns()}"
+        fakes0, cpu0 = self.fakes.cpu_s(), self.naive.cpu_s()
+        t0 = time.time()
+        for device_id in device_ids:
+            deliver.apply_async(args=[run, device_id, str(event_id)])
+        deadline = time.monotonic() + max(120.0, len(device_ids) / 5)
+        rows: list[Any] = []
+        while time.monotonic() < deadline:
+            with db.session() as s:
+                rows = s.execute(text("SELECT status, sent_at FROM bench_naive WHERE run = :r"), {"r": run}).all()
+            if len(rows) >= len(device_ids):
+                break
+            time.sleep(0.2)
+        cpu, fakes_cpu = self.naive.cpu_s() - cpu0, self.fakes.cpu_s() - fakes0
+        latencies = [r.sent_at - t0 for r in rows]
+        result = figures(latencies, max(latencies) if latencies else float("nan"), cpu, len(rows))
+        statuses: dict[str, int] = {}
+        for r in rows:
+            statuses[str(r.status)] = statuses.get(str(r.status), 0) + 1
+        result.update(statuses=statuses, fakes_cpu_s_per_1000=round(fakes_cpu / max(1, len(rows)) * 1000, 3))
+        return result
+
+    # --- the run -------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Connections, provider tokens and imports in every pool before anything is timed."""
+        ids = self.seed("warmup", 60, CHANNELS)
+        _, event_id = self.run_herald("warmup", 60)
+        self.run_naive("warmup", ids[:6], event_id)
+
+    def profile(self, name: str) -> subprocess.Popen[bytes] | None:
+        if not self.args.profile:
+            return None
+        pids = [str(p.pid) for label, p in self.herald.procs.items() if label.startswith("deliver.")]
+        return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses",
+                                 "--format", "raw", "--rate", "200", "-o", str(self.folder / f"profile-{name}.txt"),
+                                 "--pid", pids[CHANNELS.index(name)] if name in CHANNELS else pids[0]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def main(self) -> int:
+        scenarios: list[tuple[str, tuple[str, ...]]] = [(c, (c,)) for c in CHANNELS] + [("mixed", CHANNELS)]
+        scenarios = [s for s in scenarios if s[0] in self.args.scenarios]
+        results: dict[str, dict[str, Any]] = {}
+        started = time.monotonic()
+        try:
+            self.setup()
+            self.warm_up()
+            for name, channels in scenarios:
+                ids = self.seed(name, self.args.n, channels)
+                spy = self.profile(name)
+                herald_result, event_id = self.run_herald(name, self.args.n)
+                if spy is not None:
+                    spy.send_signal(2)
+                    spy.wait(60)
+                    herald_result["profile"] = report.top_of_profile(self.folder / f"profile-{name}.txt")
+                ceiling = self.run_ceiling(name, ids)
+                naive = self.run_naive(name, ids[:self.args.naive_n], event_id)
+                results[name] = {"herald": herald_result, "ceiling": ceiling, "naive": naive}
+                print(report.line(name, results[name]), file=sys.stderr, flush=True)
+            rss = self.herald.peak_rss_mb()
+        finally:
+            for group in (self.naive, self.herald, self.fakes):
+                group.stop()
+        record = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": report.git_commit(),
+                  "mode": "quick" if self.args.quick else "full", "n": self.args.n, "naive_n": self.args.naive_n,
+                  "latency_ms": self.args.latency_ms, "cores": os.cpu_count(), "results": results,
+                  "peak_rss_mb": rss, "wall_s": round(time.monotonic() - started)}
+        (self.folder / "results.json").write_text(json.dumps(record, indent=2))
+        print(report.markdown(record))
+        if self.args.write:
+            report.append(Path(__file__).parent / "RESULTS.md", record)
+        print(f"raw figures: {self.folder / 'results.json'}", file=sys.stderr)
+        lost = [n for n, r in results.items() if r["herald"]["statuses"].get("sent", 0) < r["herald"]["n"]]
+        return 1 if lost else 0
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1,000 deliveries per scenario (about 2 minutes)")
+    parser.add_argument("--n", type=int, help="deliveries per scenario (default 10,000; quick 1,000)")
+    parser.add_argument("--naive-n", type=int, help="deliveries of the naive baseline per scenario "
+                                                    "(default 400; quick 100): it is slow, its rate is what counts")
+    parser.add_argument("--scenarios", default="fcm,apns,webpush,mixed", help="comma-separated subset")
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="latency of the fakes")
+    parser.add_argument("--concurrency", type=int, default=200,
+                        help="the ceiling's requests in flight (herald's HERALD_<P>_MAX_IN_FLIGHT default)")
+    parser.add_argument("--deliver-concurrency", type=int, default=2, help="processes per deliver pool")
+    parser.add_argument("--profile", action="store_true", help="py-spy the deliver pools during each scenario")
+    parser.add_argument("--no-write", dest="write", action="store_false", help="do not append to RESULTS.md")
+    args = parser.parse_args(argv)
+    args.n = args.n or (1000 if args.quick else 10_000)
+    args.naive_n = args.naive_n or (100 if args.quick else 400)
+    args.scenarios = {s.strip() for s in args.scenarios.split(",")}
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(Bench(parse()).main())

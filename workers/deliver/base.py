@@ -62,6 +62,9 @@ class Channel(Protocol):
 
     name: str
 
-    def send(self, messages: list[Message]) -> list[Result]:
-        """Send every message; return exactly one result per message, in any order."""
+    def send(self, messages: list[Message], *, probe: bool = False) -> list[Result]:
+        """Send every message; return exactly one result per message, in any order.
+
+        ``probe``: this batch tests a provider whose circuit was open (one failure reopens it).
+        """
         ...

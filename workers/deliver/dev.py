@@ -41,7 +41,7 @@ class DevChannel:
             return Result(did, "transient", "503", "Unavailable (dev channel)")
         return Result(did, "sent", "200", None)
 
-    def send(self, messages: list[Message]) -> list[Result]:
+    def send(self, messages: list[Message], *, probe: bool = False) -> list[Result]:
         results = []
         lines = []
         for message in messages:

@@ -72,7 +72,6 @@ class ProviderChannel:
 
     def __init__(self) -> None:
         self.gate: Gate = make_gate(self.name)
-        self.probe = False  # set by the deliver task when this batch is the circuit's probe
         self._last_alert = 0.0
 
     # --- to implement per provider -------------------------------------------------------
@@ -92,8 +91,8 @@ class ProviderChannel:
     def close(self) -> None:
         runtime.run(self.aclose(), timeout_s=10)
 
-    def send(self, messages: list[Message]) -> list[Result]:
-        probe, self.probe = self.probe, False
+    def send(self, messages: list[Message], *, probe: bool = False) -> list[Result]:
+        # probe: this batch is the circuit's probe (an argument, not state: threads share the channel)
         results = runtime.run(self.send_all(messages, probe=probe))
         auth = [r for r in results if r.outcome == "auth"]
         if auth:

@@ -219,6 +219,7 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
     key = _batch(batch_id)
     channel = channel_for(channel_name)
     gate = getattr(channel, "gate", None)
+    probe = False
     if gate is not None:
         circuit = gate.check()
         if circuit.state == "open":
@@ -226,15 +227,14 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
             app.send_task(f"herald.deliver.{channel_name}", args=[batch_id], queue=RETRY_QUEUE,
                           countdown=max(circuit.wait_s, 0.2))
             return 0
-        channel.probe = circuit.state == "probe"  # type: ignore[attr-defined]
+        probe = circuit.state == "probe"
     messages, lost = claim(key, task_id)
     if not messages:
-        if gate is not None and channel.probe:  # type: ignore[attr-defined]
-            channel.probe = False  # type: ignore[attr-defined]
+        if gate is not None and probe:
             gate.release_probe()  # nothing to probe with here: let another batch probe
         return 0
     started = time.perf_counter()
-    results = channel.send(messages)
+    results = channel.send(messages, probe=probe)
     retry_in = record(messages, results, lost, task_id)
     log.info("batch %s on %s: %d targets in %.0f ms", batch_id, channel_name, len(messages),
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})

@@ -76,7 +76,7 @@ class Bench:
         from herald.settings import get_settings
 
         get_settings.cache_clear()
-        stack.start_herald(self.herald, env, self.folder, self.args.deliver_concurrency)
+        stack.start_herald(self.herald, env, self.folder, self.args.deliver_concurrency, self.args.deliver_kind)
         stack.start_naive(self.naive, env, self.folder)
 
     def seed(self, name: str, n: int, channels: tuple[str, ...]) -> list[int]:
@@ -137,12 +137,14 @@ class Bench:
         from herald.models import Delivery, DeliveryAttempt
         from producers import business_event, publish
 
-        fakes0, cpu0 = self.fakes.cpu_s(), self.herald.cpu_s()
+        fakes0, cpu0, by0 = self.fakes.cpu_s(), self.herald.cpu_s(), self.herald.cpu_s_by_label()
         t0 = time.time()
         event_id = publish(business_event("order_submitted", topic=f"bench.{name}", reference=f"PO-{name}",
                                           environment="prod", summary=f"Order for {name}"))
         statuses = self.wait_herald(event_id, n, timeout_s=max(120.0, n / 20))
         cpu, fakes_cpu = self.herald.cpu_s() - cpu0, self.fakes.cpu_s() - fakes0
+        by_pool = {label: round((value - by0.get(label, 0.0)) / n * 1000, 3)
+                   for label, value in self.herald.cpu_s_by_label().items()}
         with db.session() as s:
             sent = [at.timestamp() - t0 for (at,) in s.execute(
                 select(Delivery.sent_at).where(Delivery.event_id == event_id, Delivery.status == "sent"))]
@@ -150,7 +152,8 @@ class Bench:
                                 .where(Delivery.event_id == event_id)) or 0
         seconds = max(sent) if sent else float("nan")
         result = figures(sent, seconds, cpu, n)
-        result.update(statuses=statuses, attempts=attempts, fakes_cpu_s_per_1000=round(fakes_cpu / n * 1000, 3))
+        result.update(statuses=statuses, attempts=attempts, fakes_cpu_s_per_1000=round(fakes_cpu / n * 1000, 3),
+                      cpu_s_per_1000_by_pool=by_pool)
         return result, event_id
 
     # --- references ------------------------------------------------------------------------
@@ -270,7 +273,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=50.0, help="latency of the fakes")
     parser.add_argument("--concurrency", type=int, default=200,
                         help="the ceiling's requests in flight (herald's HERALD_<P>_MAX_IN_FLIGHT default)")
-    parser.add_argument("--deliver-concurrency", type=int, default=2, help="processes per deliver pool")
+    parser.add_argument("--deliver-concurrency", type=int, default=2, help="processes (or threads) per deliver pool")
+    parser.add_argument("--deliver-kind", default="prefork", choices=("prefork", "threads"),
+                        help="Celery pool kind of the deliver pools")
     parser.add_argument("--profile", action="store_true", help="py-spy the deliver pools during each scenario")
     parser.add_argument("--no-write", dest="write", action="store_false", help="do not append to RESULTS.md")
     args = parser.parse_args(argv)

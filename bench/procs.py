@@ -62,6 +62,10 @@ class Group:
     def cpu_s(self) -> float:
         return cpu_s(self.pids())
 
+    def cpu_s_by_label(self) -> dict[str, float]:
+        """CPU seconds per role (a pool's main process and its children together)."""
+        return {label: cpu_s([proc.pid]) for label, proc in self.procs.items()}
+
     def peak_rss_mb(self) -> dict[str, float]:
         """Per process of each tree (a prefork pool is a main process and its children)."""
         peaks: dict[str, float] = {}

@@ -62,14 +62,17 @@ def control(url: str, path: str, body: Any = None) -> Any:
         return json.loads(response.read())
 
 
-def start_herald(group: Group, env: dict[str, str], logs: Path, deliver_concurrency: int) -> None:
+def start_herald(group: Group, env: dict[str, str], logs: Path, deliver_concurrency: int,
+                 deliver_kind: str = "prefork") -> None:
     """herald's pools as in production, each its own worker: the pipeline, one per channel, retry."""
-    herald = [sys.executable, "-m", "herald", "worker", "--loglevel", "WARNING", "--kind", "prefork"]
-    group.start("pipeline", [*herald, "--pool", "ingest,enrich,resolve", "-c", "1"], env, logs / "pipeline.log")
+    herald = [sys.executable, "-m", "herald", "worker", "--loglevel", "WARNING"]
+    group.start("pipeline", [*herald, "--pool", "ingest,enrich,resolve", "-c", "1", "--kind", "prefork"], env,
+                logs / "pipeline.log")
     for channel in ("fcm", "apns", "webpush"):
-        group.start(f"deliver.{channel}", [*herald, "--pool", f"deliver.{channel}", "-c", str(deliver_concurrency)],
+        group.start(f"deliver.{channel}", [*herald, "--pool", f"deliver.{channel}", "-c", str(deliver_concurrency),
+                                           "--kind", deliver_kind],
                     env, logs / f"deliver.{channel}.log")
-    group.start("retry", [*herald, "--pool", "retry", "-c", "1"], env, logs / "retry.log")
+    group.start("retry", [*herald, "--pool", "retry", "-c", "1", "--kind", "prefork"], env, logs / "retry.log")
 
 
 def start_naive(group: Group, env: dict[str, str], logs: Path) -> None:

@@ -77,7 +77,7 @@ class Event(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(Json)
     enrichment: Mapped[dict[str, Any] | None] = mapped_column(Json)
-    # received -> enriched -> resolved; or grouped (joined an open incident, nobody re-notified)
+    # received -> enriched -> resolving -> resolved; or grouped (joined an open incident, nobody re-notified)
     status: Mapped[str] = mapped_column(String(16), default="received")
     status_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))

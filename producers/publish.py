@@ -70,6 +70,8 @@ def publish(event: Event | dict[str, Any], *, session: Session | None = None) ->
 
 
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # SQLAlchemy fires after_commit for a SAVEPOINT release too: wait for the real commit
     ids = session.info.pop(_PENDING, None)
     if not ids:
         return

@@ -26,7 +26,7 @@ def recover_stalled() -> dict[str, int]:
     stale = utcnow() - timedelta(seconds=settings.stall_deadline_s)
     with db.session() as s:
         events = s.execute(select(Event.id, Event.status)
-                           .where(Event.status.in_(("received", "enriched")), Event.status_at < stale)
+                           .where(Event.status.in_(("received", "enriched", "resolving")), Event.status_at < stale)
                            .limit(LIMIT)).all()
         batches = s.execute(select(Delivery.channel, Delivery.batch_id).where(or_(
             and_(Delivery.status == "pending", Delivery.due_at < stale),

@@ -35,7 +35,8 @@ def pending_past_sla(s: Session, flow: str, now: datetime) -> int:
         exists().where(Delivery.notification_id == Notification.id, Delivery.status.not_in(TERMINAL_DELIVERY)))
     query = (select(func.count()).select_from(Event)
              .where(Event.flow == flow, Event.received_at >= since, Event.received_at < deadline,
-                    or_(Event.status.in_(("received", "enriched")), and_(Event.status == "resolved", undelivered))))
+                    or_(Event.status.in_(("received", "enriched", "resolving")),
+                        and_(Event.status == "resolved", undelivered))))
     return int(s.scalar(query) or 0)
 
 

@@ -68,7 +68,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     r = redis.Redis.from_url(REDIS_URL)
     for key in r.scan_iter(f"{SESSION}:*"):
         r.delete(key)
-    shutil.rmtree(DATA_DIR, ignore_errors=True)
+    if not os.environ.get("HERALD_TEST_KEEP_LOGS"):
+        shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
 TABLES = ("delivery_attempts", "deliveries", "notifications", "approval_votes", "approvals", "events",

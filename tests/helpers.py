@@ -28,7 +28,7 @@ def all_done(event_ids: list[uuid.UUID]) -> bool:
     """Every event went through the pipeline and every one of its targets is terminal."""
     with db.session() as s:
         statuses = list(s.scalars(select(Event.status).where(Event.id.in_(event_ids))))
-    if len(statuses) != len(event_ids) or any(st in ("received", "enriched") for st in statuses):
+    if len(statuses) != len(event_ids) or any(st in ("received", "enriched", "resolving") for st in statuses):
         return False
     return pending_targets(event_ids) == 0
 

@@ -123,3 +123,15 @@ def test_cloudevents_round_trip() -> None:
     assert body["specversion"] == "1.0" and body["idempotencykey"] == "po-1" and body["severity"] == "info"
     back = from_cloudevent(body)
     assert back.to_cloudevent() == body and back.id == event.id and back.time == event.time
+
+
+def test_outbox_inside_a_savepoint_is_relayed_after_the_real_commit(clean: None) -> None:
+    # given an event published inside a SAVEPOINT of the caller's transaction
+    with db.session() as s:
+        with s.begin_nested():
+            publish(artifact_deployed("orders-api", kind="api", environment="test"), session=s)
+        # releasing the savepoint is not the commit: nothing is sent yet
+        assert queued() == 0
+    # then the real commit relays it once
+    assert queued() == 1
+    assert rows(select(Outbox.published_at))[0][0] is not None

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from herald import db
@@ -51,22 +55,42 @@ class Choice:
 
 @app.task(base=HeraldTask, name="herald.resolve")
 def resolve(event_id: str) -> int:
+    """Resolve an enriched event; a big audience is written and enqueued chunk by chunk.
+
+    The event is claimed as ``resolving`` (a lease renewed by every chunk), so a duplicate task
+    does nothing while the first works; a resolve that died mid-way is found by the recovery
+    sweep once its lease is stale and goes on where it stopped (people already notified are
+    skipped). Each chunk commits its notifications and deliveries and enqueues its batches at
+    once: the first devices are being sent to while the rest of the audience is still written.
+    """
+    key = event_uuid(event_id)
+    stale = utcnow() - timedelta(seconds=get_settings().stall_deadline_s)
     with db.session() as s:
-        event = s.get(Event, event_uuid(event_id), with_for_update=True)
+        event = s.get(Event, key, with_for_update=True)
         if event is None:
             raise PoisonMessage(f"event {event_id} does not exist")
-        if event.status == "enriched":
-            notify(s, event, utcnow())
-            event.status, event.status_at = "resolved", utcnow()
+        work = event.status == "enriched" or (event.status == "resolving" and event.status_at < stale)
+        if work:
+            event.status, event.status_at = "resolving", utcnow()
         elif event.status != "resolved":
-            return 0
-        # Fresh or redelivered: (re-)enqueue the batches that still have work.
-        batches = s.execute(select(Delivery.channel, Delivery.batch_id)
-                            .where(Delivery.event_id == event.id, Delivery.status == "pending")
-                            .distinct()).all()
+            return 0  # not enriched yet, grouped, refused, or another task holds the lease
+    if work:
+        for batches in notify(key, utcnow()):
+            _enqueue(batches)
+        with db.session() as s:
+            s.execute(update(Event).where(Event.id == key).values(status="resolved", status_at=utcnow()))
+    # Fresh or redelivered: (re-)enqueue the batches that still have work (deliver is idempotent).
+    with db.session() as s:
+        pending = s.execute(select(Delivery.channel, Delivery.batch_id)
+                            .where(Delivery.event_id == key, Delivery.status == "pending").distinct()).all()
+    if not work:
+        _enqueue(pending)
+    return len(pending)
+
+
+def _enqueue(batches: Sequence[tuple[str, uuid.UUID]]) -> None:
     for channel, batch_id in batches:
         app.send_task(f"herald.deliver.{channel}", args=[str(batch_id)])
-    return len(batches)
 
 
 def _expand(s: Session, rule: dict[str, Any], event: Event, now: datetime) -> list[str]:
@@ -117,20 +141,35 @@ def recipients(s: Session, event: Event, now: datetime) -> dict[str, Choice]:
     return chosen
 
 
-def notify(s: Session, event: Event, now: datetime) -> None:
-    chosen = recipients(s, event, now)
+def notify(event_id: uuid.UUID, now: datetime) -> Iterator[list[tuple[str, uuid.UUID]]]:
+    """Write notifications and deliveries, one committed chunk at a time; yield each chunk's batches."""
+    with db.session() as s:
+        event = s.get_one(Event, event_id)
+        chosen = recipients(s, event, now)
+        done = set(s.scalars(select(Notification.person_id).where(Notification.event_id == event_id)))
+        critical = Severity(event.severity) is Severity.critical
     if not chosen:
-        log.warning("event %s (%s) matched no recipient", event.id, event.type,
-                    extra={"event_id": str(event.id)})
+        log.warning("event %s (%s) matched no recipient", event.id, event.type, extra={"event_id": str(event.id)})
         return
+    todo = [person for person in chosen if person not in done]  # a resumed resolve skips the done ones
+    size = get_settings().batch_size
+    for start in range(0, len(todo), size):
+        with db.session() as s:
+            batches = _notify_chunk(s, event, {p: chosen[p] for p in todo[start:start + size]}, critical, now)
+            s.execute(update(Event).where(Event.id == event_id).values(status_at=utcnow()))  # renew the lease
+        yield batches
+    log.info("event %s: %d recipients", event.id, len(chosen), extra={"event_id": str(event.id)})
+
+
+def _notify_chunk(s: Session, event: Event, chosen: dict[str, Choice], critical: bool, now: datetime
+                  ) -> list[tuple[str, uuid.UUID]]:
     people = {p.id: p for p in s.scalars(select(Person).where(Person.id.in_(chosen), Person.active))}
     devices: dict[str, list[Device]] = {}
     for device in s.scalars(select(Device).where(Device.person_id.in_(people), Device.active)
                             .order_by(Device.id)):
         devices.setdefault(device.person_id, []).append(device)
-    critical = Severity(event.severity) is Severity.critical
     rows: list[dict[str, Any]] = []
-    targets: list[list[Device]] = []
+    targets: dict[str, list[Device]] = {}
     for person_id, choice in chosen.items():
         person = people.get(person_id)
         if person is None:
@@ -150,22 +189,27 @@ def notify(s: Session, event: Event, now: datetime) -> None:
                 f"no active device outside the opted-out channels {', '.join(opted)}" if opted
                 else "no active device"))
         rows.append(row)
-        targets.append(usable)
-    ids = list(s.scalars(insert(Notification).returning(Notification.id, sort_by_parameter_order=True),
-                         rows))
-    size = get_settings().batch_size
+        targets[person_id] = usable
+    if not rows:
+        return []
+    insert = pg_insert if db.is_postgres() else sqlite_insert
+    # ON CONFLICT: a second resolve racing this one (a stale lease) never notifies anyone twice.
+    written = s.execute(insert(Notification).on_conflict_do_nothing(index_elements=["event_id", "person_id"])
+                        .returning(Notification.id, Notification.person_id), rows).all()
     per_channel: dict[str, list[tuple[int, int]]] = {}
-    for notification_id, usable in zip(ids, targets, strict=True):
-        for device in usable:
+    for notification_id, person_id in written:
+        for device in targets[person_id]:
             per_channel.setdefault(device.channel, []).append((notification_id, device.id))
     deliveries: list[dict[str, Any]] = []
+    batches: list[tuple[str, uuid.UUID]] = []
+    size = get_settings().batch_size
     for channel, pairs in per_channel.items():
         for start in range(0, len(pairs), size):
             batch = uuid.uuid4()
+            batches.append((channel, batch))
             deliveries += [{"notification_id": n, "device_id": d, "event_id": event.id, "channel": channel,
                             "batch_id": batch, "status": "pending", "attempts": 0, "due_at": now,
                             "updated_at": now} for n, d in pairs[start:start + size]]
     if deliveries:
-        s.execute(insert(Delivery), deliveries)
-    log.info("event %s: %d notifications, %d deliveries", event.id, len(rows), len(deliveries),
-             extra={"event_id": str(event.id)})
+        s.execute(sa_insert(Delivery), deliveries)
+    return batches

@@ -183,3 +183,48 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(workers: W
     assert any("PoisonMessage: not an event id: 'not-a-uuid'" in r for r in reasons)
     assert any(r.startswith("TypeError") for r in reasons)
     assert rows(select(func.count()).select_from(Event))[0][0] == 1
+
+
+def test_a_resolve_that_died_mid_way_is_resumed_without_notifying_anyone_twice(clean: None) -> None:
+    # given a fan-out to 25 people, written in chunks of 10, whose resolve died after the first chunk
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from herald.models import Notification
+    from herald.models import utcnow as datetime_now
+    from workers.enrich import enrich
+    from workers.ingest import ingest
+    from workers.resolve import notify, resolve
+
+    apply_fanout(25)
+    os.environ["HERALD_BATCH_SIZE"] = "10"
+    from herald.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        event = artifact_deployed("orders-api", kind="api", environment="dev")
+        ingest.run(event.to_json())
+        enrich.run(str(event.id))
+        with db.session() as s:
+            s.execute(update(Event).where(Event.id == event.id).values(status="resolving"))
+        chunks = notify(event.id, datetime_now())
+        first = next(chunks)  # the first chunk committed and enqueued...
+        chunks.close()  # ...then the process died
+        assert len(rows(select(Notification.id))) == 10 and len(first) == 1
+        # a fresh lease is respected: a duplicate task does nothing
+        assert resolve.run(str(event.id)) == 0
+        assert len(rows(select(Notification.id))) == 10
+        # when the lease is stale (the recovery sweep sends resolve again)
+        with db.session() as s:
+            s.execute(update(Event).where(Event.id == event.id)
+                      .values(status_at=datetime_now() - timedelta(seconds=600)))
+        resolve.run(str(event.id))
+    finally:
+        os.environ.pop("HERALD_BATCH_SIZE", None)
+        get_settings.cache_clear()
+    # then everyone has exactly one notification and one delivery, and the event is resolved
+    assert rows(select(func.count(), func.count(func.distinct(Notification.person_id))).select_from(Notification)) == [
+        (25, 25)]
+    assert rows(select(func.count()).select_from(Delivery)) == [(25,)]
+    assert rows(select(Event.status)) == [("resolved",)]

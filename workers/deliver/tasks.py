@@ -91,25 +91,29 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[
     settings = get_settings()
     now = utcnow()
     stale = now - timedelta(seconds=settings.stall_deadline_s)
+    due = or_(and_(Delivery.status == "pending", Delivery.due_at <= now),
+              and_(Delivery.status == "sending", Delivery.updated_at < stale))
     with db.session() as s:
-        query = select(Delivery.id, Delivery.status, Delivery.attempts).where(
-            Delivery.batch_id == batch_id,
-            or_(and_(Delivery.status == "pending", Delivery.due_at <= now),
-                and_(Delivery.status == "sending", Delivery.updated_at < stale)))
+        query = select(Delivery.id, Delivery.status, Delivery.attempts).where(Delivery.batch_id == batch_id, due)
         if db.is_postgres():
             query = query.with_for_update(skip_locked=True)
         rows = s.execute(query).all()
         if not rows:
             return [], set()
-        ids = [r.id for r in rows]
-        lost = {r.id for r in rows if r.status == "sending"}
+        # The UPDATE checks the condition again: where rows cannot be locked (SQLite), a second task
+        # that read the same rows claims none of them, so nothing is sent twice.
+        ids = list(s.scalars(update(Delivery).where(Delivery.id.in_([r.id for r in rows]), due)
+                             .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
+                             .returning(Delivery.id)))
+        if not ids:
+            return [], set()
+        claimed = set(ids)
+        lost = {r.id for r in rows if r.status == "sending" and r.id in claimed}
         if lost:
             s.execute(insert(DeliveryAttempt), [
                 {"delivery_id": r.id, "attempt": r.attempts, "at": now, "outcome": "lost",
                  "reason": "in flight when its worker stopped; resent", "task_id": task_id}
                 for r in rows if r.id in lost])
-        s.execute(update(Delivery).where(Delivery.id.in_(ids))
-                  .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now))
         loaded = s.execute(
             select(Delivery.id, Delivery.attempts, Delivery.notification_id, Delivery.event_id,
                    Device.id.label("device_id"), Device.token, Device.token_kind, Device.app, Device.environment,

@@ -25,8 +25,9 @@ import jwt
 
 from herald.settings import get_settings
 from workers.deliver.base import Message, Result
+from workers.deliver.http import HttpChannel
 from workers.deliver.payload import PayloadTooLarge, fit
-from workers.deliver.sender import ProviderChannel, Rule, apply_rule, retry_after, with_latency
+from workers.deliver.sender import Rule, apply_rule, retry_after, with_latency
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TOKEN_MARGIN_S = 300  # refresh an access token five minutes before it expires
@@ -124,26 +125,22 @@ class Credentials:
                            "exp": now + 3600}, self.private_key, algorithm="RS256")
 
 
-class FcmChannel(ProviderChannel):
+class FcmChannel(HttpChannel):
     name = "fcm"
 
     def __init__(self) -> None:
-        super().__init__()
         settings = get_settings()
+        super().__init__(settings.fcm_max_in_flight)
         self.url = settings.fcm_url.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=settings.channel_timeout_s)
         self.files = {app: Path(p) for app, p in settings.fcm_app_credentials.items()}
         self.default_file = settings.fcm_credentials_file
         self.credentials: dict[str, Credentials] = {}
-        self.session: aiohttp.ClientSession | None = None
-        self.max_in_flight = settings.fcm_max_in_flight
         self._token_lock: asyncio.Lock | None = None
 
     async def open(self) -> None:
         if self.session is None or self.session.closed:
-            connector = aiohttp.TCPConnector(limit=self.max_in_flight, keepalive_timeout=60)
-            self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
-            self._token_lock = asyncio.Lock()
+            await super().open()
+            self._token_lock = asyncio.Lock()  # bound to the loop the session lives on
 
     def _credentials(self, app: str) -> Credentials:
         if app not in self.credentials:
@@ -167,11 +164,6 @@ class FcmChannel(ProviderChannel):
                 creds.access_token = answer["access_token"]
                 creds.expires_at = time.time() + float(answer.get("expires_in", 3600))
             return creds.access_token
-
-    async def aclose(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
 
     async def send_one(self, message: Message) -> tuple[Result, Rule | None]:
         assert self.session is not None

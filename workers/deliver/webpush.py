@@ -25,8 +25,9 @@ import aiohttp
 from herald.settings import get_settings
 from workers.deliver import vapid
 from workers.deliver.base import Message, Result
+from workers.deliver.http import HttpChannel
 from workers.deliver.payload import PayloadTooLarge, fit
-from workers.deliver.sender import ProviderChannel, Rule, apply_rule, retry_after, with_latency
+from workers.deliver.sender import Rule, apply_rule, retry_after, with_latency
 
 # RFC 8291 section 4: 4096 bytes of body minus 86 of header and 17 of tag and delimiter.
 MAX_CLEARTEXT_BYTES = 3993
@@ -76,28 +77,15 @@ def subscription(token: str) -> dict[str, Any]:
     return info
 
 
-class WebPushChannel(ProviderChannel):
+class WebPushChannel(HttpChannel):
     name = "webpush"
 
     def __init__(self) -> None:
-        super().__init__()
         settings = get_settings()
         if settings.webpush_vapid_key_file is None:
             raise ValueError("HERALD_WEBPUSH_VAPID_KEY_FILE is not set (create one: herald vapid generate)")
+        super().__init__(settings.webpush_max_in_flight)
         self.vapid = vapid.Vapid(vapid.load(settings.webpush_vapid_key_file), settings.webpush_vapid_subject)
-        self.timeout = aiohttp.ClientTimeout(total=settings.channel_timeout_s)
-        self.max_in_flight = settings.webpush_max_in_flight
-        self.session: aiohttp.ClientSession | None = None
-
-    async def open(self) -> None:
-        if self.session is None or self.session.closed:
-            connector = aiohttp.TCPConnector(limit=self.max_in_flight, keepalive_timeout=60)
-            self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
-
-    async def aclose(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
 
     async def send_one(self, message: Message) -> tuple[Result, Rule | None]:
         assert self.session is not None

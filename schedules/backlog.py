@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from herald.models import Delivery, Event, utcnow
+from herald.models import Delivery, DeliveryAttempt, Event, utcnow
 from herald.routing import QUEUES
 from herald.settings import get_settings
 from schedules import sla
@@ -58,12 +58,22 @@ def scan_flows(s: Session, now: datetime) -> dict[str, Any]:
     return out
 
 
-def throughput(s: Session, now: datetime, window_s: float) -> dict[str, float]:
+def throughput(s: Session, now: datetime, window_s: float) -> dict[str, Any]:
+    """Recent work done, per minute: overall, and per queue where Postgres records it.
+
+    ``ingest`` counts events stored, ``deliver.<channel>`` the attempts made on that channel (each
+    attempt is one target of a batch task, retries included).
+    """
     since = now - timedelta(seconds=window_s)
     events = s.scalar(select(func.count()).select_from(Event).where(Event.received_at >= since)) or 0
     sent = s.scalar(select(func.count()).select_from(Delivery).where(Delivery.sent_at >= since)) or 0
+    attempts = s.execute(select(Delivery.channel, func.count()).join(DeliveryAttempt)
+                         .where(DeliveryAttempt.at >= since).group_by(Delivery.channel)).all()
     per_min = 60.0 / window_s
-    return {"events_per_min": round(events * per_min, 2), "deliveries_per_min": round(sent * per_min, 2)}
+    per_queue = {"ingest": round(events * per_min, 2),
+                 **{f"deliver.{channel}": round(n * per_min, 2) for channel, n in attempts}}
+    return {"events_per_min": round(events * per_min, 2), "deliveries_per_min": round(sent * per_min, 2),
+            "per_queue_per_min": per_queue}
 
 
 def _scan(s: Session, now: datetime, queues: list[str], broker_url: str | None) -> Summary:

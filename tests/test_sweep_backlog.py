@@ -82,6 +82,9 @@ def test_redis_backlog_built_by_a_paused_pool_raises_once_and_clears_once_after_
         cleared = [o.envelope for o in s.scalars(select(Outbox))
                    if o.envelope["type"] == "ops.queue_backlog_cleared"][0]
     assert cleared["data"]["metric"] == "depth" and cleared["data"]["threshold"] == 20
+    # and the scan reports the recent throughput of the queues it drained
+    last = scan_backlog(queues=["ingest"])
+    assert last is not None and last["throughput"]["per_queue_per_min"]["ingest"] >= 40
 
 
 def test_a_value_hovering_around_the_threshold_does_not_flap(clean: None, fast_clear: Env) -> None:

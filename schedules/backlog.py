@@ -6,7 +6,8 @@ Each measure feeds a condition with hysteresis (schedules.conditions):
 - ``processing_delayed`` per queue: oldest waiting message older than HERALD_BACKLOG_AGE_THRESHOLD_S;
 - ``sla_breached`` per flow: at least one event pending longer than its SLA (schedules.sla).
 
-Throughput (events received and deliveries sent per minute since the previous scan window) goes
+Throughput (events received, deliveries sent, and per queue: events stored by ingest and attempts
+per deliver.<channel>, per minute over the last scan window) goes
 into the run summary that ``herald status`` shows.
 """
 

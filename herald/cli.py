@@ -412,7 +412,12 @@ def deadletters_replay(
 
 @sweep_app.command("recover")
 def sweep_recover() -> None:
-    """Re-enqueue work whose rows stalled past HERALD_STALL_DEADLINE_S (beat runs this on its period)."""
+    """Re-enqueue work whose rows stalled past HERALD_STALL_DEADLINE_S (beat runs this on its period).
+
+    Example (after a Redis restart, without waiting for beat):
+
+        herald sweep recover
+    """
     from schedules.recover import recover_stalled
 
     out.print(json.dumps(recover_stalled()))
@@ -420,7 +425,12 @@ def sweep_recover() -> None:
 
 @sweep_app.command("outbox")
 def sweep_outbox() -> None:
-    """Relay outbox rows left behind (beat runs this on its period)."""
+    """Relay outbox rows left behind (beat runs this on its period).
+
+    Example:
+
+        herald sweep outbox
+    """
     from schedules.outbox import relay
 
     out.print(f"relayed {relay()} outbox row(s)")

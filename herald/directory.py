@@ -11,7 +11,7 @@ import fnmatch
 import json
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -411,7 +411,12 @@ def on_call_now(rotation: Rotation, now: datetime) -> str | None:
     return rotation.members[shifts % len(rotation.members)]
 
 
-def in_quiet_hours(person: Person, now: datetime) -> bool:
+class HasQuietHours(Protocol):
+    timezone: str
+    quiet_hours: list[str] | None
+
+
+def in_quiet_hours(person: HasQuietHours, now: datetime) -> bool:
     """True when ``now`` falls inside the person's quiet hours, in their own time zone."""
     if not person.quiet_hours:
         return False

@@ -163,13 +163,16 @@ def notify(event_id: uuid.UUID, now: datetime) -> Iterator[list[tuple[str, uuid.
 
 def _notify_chunk(s: Session, event: Event, chosen: dict[str, Choice], critical: bool, now: datetime
                   ) -> list[tuple[str, uuid.UUID]]:
-    people = {p.id: p for p in s.scalars(select(Person).where(Person.id.in_(chosen), Person.active))}
-    devices: dict[str, list[Device]] = {}
-    for device in s.scalars(select(Device).where(Device.person_id.in_(people), Device.active)
-                            .order_by(Device.id)):
+    # Plain rows, not ORM objects: a fan-out reads thousands of people and devices per chunk.
+    people = {p.id: p for p in s.execute(
+        select(Person.id, Person.timezone, Person.quiet_hours, Person.opted_out_channels)
+        .where(Person.id.in_(chosen), Person.active))}
+    devices: dict[str, list[Any]] = {}
+    for device in s.execute(select(Device.id, Device.person_id, Device.channel)
+                            .where(Device.person_id.in_(people), Device.active).order_by(Device.id)):
         devices.setdefault(device.person_id, []).append(device)
     rows: list[dict[str, Any]] = []
-    targets: dict[str, list[Device]] = {}
+    targets: dict[str, list[Any]] = {}
     for person_id, choice in chosen.items():
         person = people.get(person_id)
         if person is None:

@@ -75,16 +75,18 @@ def resolve(event_id: str) -> int:
         elif event.status != "resolved":
             return 0  # not enriched yet, grouped, refused, or another task holds the lease
     if work:
+        enqueued = 0
         for batches in notify(key, utcnow()):
             _enqueue(batches)
+            enqueued += len(batches)
         with db.session() as s:
             s.execute(update(Event).where(Event.id == key).values(status="resolved", status_at=utcnow()))
-    # Fresh or redelivered: (re-)enqueue the batches that still have work (deliver is idempotent).
+        return enqueued
+    # Redelivered after the work was done: re-enqueue the batches that still have work (deliver is idempotent).
     with db.session() as s:
         pending = s.execute(select(Delivery.channel, Delivery.batch_id)
                             .where(Delivery.event_id == key, Delivery.status == "pending").distinct()).all()
-    if not work:
-        _enqueue(pending)
+    _enqueue(pending)
     return len(pending)
 
 

@@ -8,6 +8,7 @@ sessions (and developers) can share one machine's services. The environment is s
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,10 @@ TEST_ENV = {
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "expect_dead_letters(*patterns): the test leaves dead letters on purpose; "
+                            "each one's reason must match one of the regular expressions")
+    config.addinivalue_line("markers", "expect_log_errors(*patterns): the workers the test started log errors on "
+                            "purpose; each ERROR/CRITICAL entry or traceback must match one of the expressions")
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     os.environ.update(TEST_ENV)
@@ -103,6 +108,77 @@ def clean() -> Iterator[None]:
     yield
 
 
+# --- the suite-wide guard: no unexpected dead letter, no unexpected error in a worker's log -----------
+
+_WORKER_LOGS: list[Path] = []
+# A log entry starts with Celery's "[date time: LEVEL/process]" prefix; what follows (a traceback) belongs to it.
+_ENTRY_START = re.compile(r"^\[\d{4}-\d\d-\d\d ")
+_ERROR_ENTRY = re.compile(r"^\[[^\]]*: (ERROR|CRITICAL)/|Traceback \(most recent call last\)", re.MULTILINE)
+
+
+def track_log(path: Path) -> Path:
+    """Have the guard read this log of a process the test started itself (Workers.start does it)."""
+    _WORKER_LOGS.append(path)
+    return path
+
+
+def log_errors(path: Path) -> list[str]:
+    """The ERROR/CRITICAL entries and tracebacks in one worker log, each with its continuation lines."""
+    if not path.exists():
+        return []
+    entries: list[list[str]] = []
+    for line in path.read_text(errors="replace").splitlines():
+        if _ENTRY_START.match(line) or not entries:
+            entries.append([line])
+        else:
+            entries[-1].append(line)
+    return [text for text in ("\n".join(e) for e in entries) if _ERROR_ENTRY.search(text)]
+
+
+def _patterns(item: pytest.Item, name: str) -> list[re.Pattern[str]]:
+    return [re.compile(p) for m in item.iter_markers(name) for p in m.args]
+
+
+def _unexpected_dead_letters(since: Any, allowed: list[re.Pattern[str]]) -> list[str]:
+    from sqlalchemy import select
+
+    from herald import db
+    from herald.models import DeadLetter
+
+    with db.session() as s:
+        found = s.execute(select(DeadLetter.kind, DeadLetter.task_name, DeadLetter.reason)
+                          .where(DeadLetter.created_at >= since)).all()
+    return [f"{kind} {task or ''}: {reason}" for kind, task, reason in found
+            if not any(p.search(reason) for p in allowed)]
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a dead letter or an error in its workers' logs it did not declare.
+
+    Declare what a test causes on purpose with ``@pytest.mark.expect_dead_letters(regex, ...)`` and
+    ``@pytest.mark.expect_log_errors(regex, ...)``: each dead letter's reason, and each error entry of a
+    worker log, must match one of them.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    _WORKER_LOGS.clear()
+    yield
+    problems = []
+    uses_db = "clean" in request.fixturenames or "workers" in request.fixturenames
+    if uses_db:
+        problems += [f"dead letter: {d}" for d in
+                     _unexpected_dead_letters(since, _patterns(request.node, "expect_dead_letters"))]
+    allowed = _patterns(request.node, "expect_log_errors")
+    for path in _WORKER_LOGS:
+        problems += [f"{path.name}: {e}" for e in log_errors(path) if not any(p.search(e) for p in allowed)]
+    _WORKER_LOGS.clear()
+    if problems:
+        shown = "\n".join(p[:2000] for p in problems[:10])
+        pytest.fail(f"{len(problems)} unexpected dead letter(s) or worker log error(s):\n{shown}", pytrace=False)
+
+
 class Workers:
     """Start and stop real `herald worker` processes for a test."""
 
@@ -111,7 +187,8 @@ class Workers:
 
     def start(self, pool: str = "all", *, env: dict[str, str] | None = None, concurrency: int = 2,
               kind: str = "prefork", beat: bool = False) -> subprocess.Popen[bytes]:
-        log = open(DATA_DIR / f"worker-{pool}-{len(self.procs)}.log", "ab")  # noqa: SIM115
+        path = track_log(DATA_DIR / f"worker-{pool}-{uuid.uuid4().hex[:8]}.log")
+        log = open(path, "ab")  # noqa: SIM115
         argv = [sys.executable, "-m", "herald", "worker", "--pool", pool, "--concurrency", str(concurrency),
                 "--kind", kind, "--loglevel", "INFO"]
         if beat:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT, SAMPLE_DIRECTORY, Workers, wait_until
+from tests.conftest import ROOT, SAMPLE_DIRECTORY, Workers, track_log, wait_until
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
@@ -44,7 +44,7 @@ def test_two_worker_processes_on_sqlite_deliver_a_burst(tmp_path: Path) -> None:
         # given two separate worker processes sharing nothing but the data directory
         for pools in ("ingest,enrich,resolve", "deliver.fcm,deliver.apns,deliver.webpush,retry"):
             argv = [sys.executable, "-m", "herald", "worker", "--pool", pools, "--concurrency", "2"]
-            log = open(tmp_path / f"{pools[:6]}.log", "ab")  # noqa: SIM115
+            log = open(track_log(tmp_path / f"{pools[:6]}.log"), "ab")  # noqa: SIM115
             workers.procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                   start_new_session=True))
         # when a producer publishes a burst

@@ -174,9 +174,9 @@ def test_plain_celery_command_runs_the_pools(workers: Workers, sample_directory:
     import subprocess
     import sys
 
-    from tests.conftest import DATA_DIR, ROOT
+    from tests.conftest import DATA_DIR, ROOT, track_log
 
-    log = open(DATA_DIR / "plain-celery.log", "ab")  # noqa: SIM115
+    log = open(track_log(DATA_DIR / "plain-celery.log"), "ab")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "herald.app", "worker", "-Q",
                              "ingest,enrich,resolve,deliver.fcm,deliver.apns,deliver.webpush,retry",
                              "-P", "threads", "-c", "2"], cwd=ROOT, env=os.environ.copy(), stdout=log,

@@ -134,9 +134,10 @@ def devices_remove(
     from herald.models import Device, utcnow
 
     with db.session() as s:
-        done = s.execute(update(Device).where(Device.id.in_(device_ids), Device.active.is_(True))
-                         .values(active=False, deactivated_at=utcnow(), deactivated_reason="removed (CLI)")
-                         ).rowcount  # type: ignore[attr-defined]
+        # RETURNING, never rowcount: some driver versions report -1 (see workers/ingest.py persist)
+        done = len(s.scalars(update(Device).where(Device.id.in_(device_ids), Device.active.is_(True))
+                             .values(active=False, deactivated_at=utcnow(), deactivated_reason="removed (CLI)")
+                             .returning(Device.id)).all())
     out.print(f"removed {done} device(s)")
     if done < len(device_ids):
         _fail(1, f"{len(device_ids) - done} id(s) unknown or already inactive")

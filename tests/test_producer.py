@@ -40,6 +40,23 @@ def test_same_idempotency_key_twice_is_one_event(workers: Workers, sample_direct
     assert len(rows(select(Event.id))) == 1
 
 
+def test_second_copy_of_an_idempotency_key_is_recognised_as_a_duplicate(clean: None) -> None:
+    """persist() must know whether its INSERT went in without trusting rowcount (-1 on some drivers)."""
+    from workers.ingest import persist
+
+    first = artifact_deployed("orders-api", kind="api", environment="test", idempotency_key="dup-1")
+    second = artifact_deployed("orders-api", kind="api", environment="test", idempotency_key="dup-1")
+    with db.session() as s:
+        assert persist(s, first) == ("received", first.id)
+    with db.session() as s:
+        # the first copy is still 'received' (its enrich may never have been enqueued): enrich it again
+        assert persist(s, second) == ("received", first.id)
+        s.execute(Event.__table__.update().values(status="resolved"))
+    with db.session() as s:
+        assert persist(s, second) == ("duplicate", first.id)
+    assert rows(select(Event.id)) == [(first.id,)]
+
+
 def test_outbox_rolled_back_publishes_nothing(workers: Workers) -> None:
     workers.start("ingest", concurrency=1, kind="threads")
     with pytest.raises(RuntimeError), db.session() as s:

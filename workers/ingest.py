@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -36,16 +36,16 @@ OPEN = ("open", "acknowledged")
 def ingest(envelope: dict[str, Any]) -> str:
     event = validate_event(envelope)
     with db.session() as s:
-        status = persist(s, event)
+        status, stored_id = persist(s, event)
     if status == "received":
-        app.send_task("herald.enrich", args=[str(event.id)])
-    log.info("ingested event %s (%s) as %s", event.id, event.type, status,
-             extra={"event_id": str(event.id)})
+        app.send_task("herald.enrich", args=[str(stored_id)])
+    log.info("ingested event %s (%s) as %s", stored_id, event.type, status, extra={"event_id": str(stored_id)})
     return status
 
 
-def persist(s: Session, event: Event) -> str:
-    """Insert the event once; returns its pipeline status (``received`` when enrich should run)."""
+def persist(s: Session, event: Event) -> tuple[str, uuid.UUID]:
+    """Insert the event once; returns its pipeline status (``received`` when enrich should run) and the id
+    of the stored event, which for a duplicate is the first copy's."""
     insert = pg_insert if db.is_postgres() else sqlite_insert
     values = dict(
         id=event.id, type=event.type, flow=event.flow.value, source=event.source,
@@ -53,17 +53,24 @@ def persist(s: Session, event: Event) -> str:
         idempotency_key=event.key, dedup_key=event.dedup_key(), occurred_at=event.time, data=event.data,
         status="received", received_at=utcnow(), status_at=utcnow(),
     )
-    result = s.execute(
-        insert(EventRow).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]))
-    inserted = cast(CursorResult[Any], result).rowcount
+    # RETURNING says whether this copy inserted the row; rowcount cannot: SQLAlchemy 2.1 with psycopg 3.3
+    # reports -1 for INSERT ... ON CONFLICT DO NOTHING whether or not a row went in.
+    inserted = s.scalar(insert(EventRow).values(**values)
+                        .on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(EventRow.id))
     s.execute(update(Outbox).where(Outbox.idempotency_key == event.key, Outbox.ingested_at.is_(None))
               .values(ingested_at=utcnow()))
-    if not inserted:
-        existing = s.scalar(select(EventRow.status).where(EventRow.idempotency_key == event.key))
-        log.info("duplicate of idempotency key %r ignored", event.key)
+    if inserted is None:
+        first_id, first_status = s.execute(select(EventRow.id, EventRow.status)
+                                           .where(EventRow.idempotency_key == event.key)).one()
+        log.info("event %s duplicates %s (idempotency key %r): ignored", event.id, first_id, event.key,
+                 extra={"event_id": str(first_id)})
         # Still 'received': the first run may have died before enqueueing enrich; do it again.
-        return "received" if existing == "received" else "duplicate"
-    row = s.get_one(EventRow, event.id)
+        return ("received" if first_status == "received" else "duplicate"), first_id
+    return _store(s, event, s.get_one(EventRow, event.id)), event.id
+
+
+def _store(s: Session, event: Event, row: EventRow) -> str:
+    """What a new event does besides its row: open or join an incident, open an approval, apply an answer."""
     if event.type in INCIDENT_TYPES:
         return _group(s, row)
     if event.type == "flow.recovered":

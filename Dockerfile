@@ -1,12 +1,18 @@
 # One image for every herald process; docker-compose.yml picks the command.
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    HERALD_DATA_DIR=/var/lib/herald
 WORKDIR /app
-COPY pyproject.toml README.md celeryconfig.py ./
+COPY pyproject.toml README.md celeryconfig.py requirements.lock ./
 COPY herald ./herald
 COPY producers ./producers
 COPY workers ./workers
 COPY schedules ./schedules
-RUN pip install --no-cache-dir . && useradd --create-home herald
+# The versions the tests ran with (requirements.lock as constraints), then an unprivileged user that
+# owns only its data directory (beat's schedule file, the dev channel's output): the code stays root's.
+RUN pip install --no-cache-dir -c requirements.lock . \
+    && useradd --create-home herald \
+    && install -d -o herald -g herald -m 700 /var/lib/herald
 USER herald
+VOLUME ["/var/lib/herald"]
 ENTRYPOINT ["herald"]

@@ -1,15 +1,19 @@
-# The two quick-start commands (README): `make demo` and `make test`. Each creates .venv if needed.
+# The two quick-start commands (README): `make demo` and `make test`. Each creates .venv if needed and
+# installs exactly the versions pinned in requirements.lock (pyproject.toml keeps the ranges).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint
+.PHONY: install demo test lint lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+	$(VENV)/bin/pip install --quiet -c requirements.lock -e '.[test,bench]'
 	touch $(STAMP)
+
+# herald and its tools in .venv, at the locked versions (the production setup in the README starts here).
+install: $(STAMP)
 
 # The whole pipeline on the embedded default (SQLite state and broker in .herald/): no services needed.
 demo: $(STAMP)
@@ -23,3 +27,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# Refresh requirements.lock after changing a range in pyproject.toml (or to take newer versions):
+# pins that still fit are kept; `make lock LOCK_FLAGS=--upgrade` takes the newest every range allows.
+# Every platform, every extra.
+lock:
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 --custom-compile-command "make lock" \
+		--annotation-style line $(LOCK_FLAGS) -o requirements.lock

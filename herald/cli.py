@@ -233,6 +233,8 @@ def publish(
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
         _fail(EXIT_BAD_INPUT, f"--data is not valid JSON: {exc.msg} at character {exc.pos}")
+    except RecursionError:  # the json parser recurses: deep nesting is refused here, as validation would
+        _fail(EXIT_BAD_INPUT, "--data is nested too deeply")
     if not isinstance(payload, dict):
         _fail(EXIT_BAD_INPUT, "--data must be a JSON object")
     fields = {"type": type, "data": payload, "environment": environment, "source": source,

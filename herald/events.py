@@ -9,6 +9,7 @@ the envelope's fields map onto ``id``, ``type``, ``source``, ``time``, ``subject
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -259,13 +260,66 @@ def from_cloudevent(body: dict[str, Any]) -> Event:
     return validate_event({k: v for k, v in fields.items() if v is not None})
 
 
+# Deeper data is refused before anything serialises it: json and pydantic fail on a few hundred
+# levels with a bare ValueError or RecursionError, and no event needs more than a handful.
+MAX_DATA_DEPTH = 32
+
+# Postgres cannot store NUL in text or jsonb, nor a lone UTF-16 surrogate in UTF-8: such an event
+# would be accepted here and then fail in ingest, so it is refused at the edge instead.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_NAMES = {"\x00": "a NUL character (\\u0000)"}
+
+
+def _where(path: str) -> str:
+    """A field path fit for a one-line message (no control characters, bounded)."""
+    shown = path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= 80 else shown[:79] + "\u2026"
+
+
+def _unstorable(text: str, path: str) -> str | None:
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    what = _UNSTORABLE_NAMES.get(char) or f"a lone surrogate (\\u{ord(char):04x})"
+    return f"{_where(path)}: contains {what}, which cannot be stored"
+
+
 def _first_error(exc: ValidationError, prefix: str = "") -> str:
     problems = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"]) or "event"
         message = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{prefix}{where}: {message}")
+        problems.append(_where(f"{prefix}{where}") + f": {message}")
     return "; ".join(problems)
+
+
+def check_storable(event: Event) -> None:
+    """Refuse what Postgres cannot store or what is nested too deep, with a one-line reason.
+
+    Iterative on purpose: recursion is exactly what deep data exhausts.
+    """
+    for name in ("type", "source", "environment", "subject", "idempotency_key"):
+        value = getattr(event, name)
+        if isinstance(value, str) and (problem := _unstorable(value, name)):
+            raise InvalidEvent(problem)
+    stack: list[tuple[Any, str, int]] = [(event.data, "data", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if problem := _unstorable(value, path):
+                raise InvalidEvent(problem)
+            continue
+        if isinstance(value, dict | list | tuple) and depth > MAX_DATA_DEPTH:
+            raise InvalidEvent(f"{_where(path)}: nested more than {MAX_DATA_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{key}"
+                if isinstance(key, str) and (problem := _unstorable(key, where)):
+                    raise InvalidEvent(problem)
+                stack.append((item, where, depth + 1))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
 def validate_event(value: Event | dict[str, Any]) -> Event:
@@ -274,6 +328,7 @@ def validate_event(value: Event | dict[str, Any]) -> Event:
         event = value if isinstance(value, Event) else Event.model_validate(value)
     except ValidationError as exc:
         raise InvalidEvent(_first_error(exc)) from None
+    check_storable(event)
     spec = EVENT_TYPES.get(event.type)
     if spec is None:
         raise InvalidEvent(f"unknown event type {event.type!r} (see `herald publish --help` for the list)")

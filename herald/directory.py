@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from herald import safeyaml
 from herald.errors import DirectoryError
 from herald.events import EVENT_TYPES, Severity
 from herald.models import (
@@ -33,8 +34,11 @@ from herald.models import (
     utcnow,
 )
 from herald.routing import CHANNELS
+from herald.safefiles import InputFileError
 
 Channel = Literal["fcm", "apns", "webpush"]
+
+MAX_FILE_BYTES = 5 * 1024 * 1024  # a directory of tens of thousands of people; far below what hurts
 
 
 class _Strict(BaseModel):
@@ -219,19 +223,18 @@ def _where(path: tuple[Any, ...]) -> str:
 
 
 def load(path: Path | str) -> DirectorySpec:
-    """Parse and validate a directory file; raise DirectoryError listing every problem."""
+    """Parse and validate a directory file; raise DirectoryError listing every problem.
+
+    The file must be a regular file of at most :data:`MAX_FILE_BYTES`; its YAML is read by
+    :mod:`herald.safeyaml` (bounded aliases, no duplicate keys at any level, no content echoed).
+    """
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DirectoryError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise DirectoryError([f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        raw, node = safeyaml.load_file(path, max_bytes=MAX_FILE_BYTES)
+    except InputFileError as exc:
+        raise DirectoryError([str(exc)]) from None
+    except safeyaml.YamlError as exc:
+        raise DirectoryError(exc.problems) from None
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
         _lines(node, (), lines)

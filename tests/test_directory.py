@@ -91,7 +91,98 @@ routes:
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert check(tmp_path, "people:\n  - id: a\n    name: [unclosed\n") == [
-        "FILE:4: not valid YAML: expected ',' or ']', but got '<stream end>'"]
+        "FILE:4: not valid YAML: did not find expected ',' or ']'"]
+
+
+# --- hostile files: a clear one-line refusal, fast, in bounded memory, never echoing the content ------
+
+# 342 bytes that expand to 9**9 (387 million) strings: it took 12 GB within two minutes.
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True))
+
+
+def run_check(path: Path, memory_bytes: int = 1 << 30) -> subprocess.CompletedProcess[str]:
+    """`herald directory check PATH` in a process that may use at most ``memory_bytes`` of address space."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    return subprocess.run([sys.executable, "-m", "herald", "directory", "check", str(path)], cwd=ROOT,
+                          env=os.environ.copy(), capture_output=True, text=True, timeout=60, preexec_fn=limit)
+
+
+def test_an_alias_bomb_is_refused_at_once_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text("people: []\n" + ALIAS_BOMB)
+    assert len(ALIAS_BOMB) < 400
+    done = run_check(path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"{path}:8: expands to more than 1,000,000 nodes through aliases: refused"]
+
+
+def test_many_alias_uses_are_refused_even_when_small(tmp_path: Path) -> None:
+    text = "people:\n  - &p {id: a, name: A}\n" + "  - *p\n" * 150
+    assert check(tmp_path, text) == ["FILE:2: more than 100 alias uses (*name): refused"]
+    # a few aliases stay usable (a shared block of settings, say)
+    path = tmp_path / "few.yaml"
+    path.write_text("people:\n  - {id: a, name: A, opt_out: &none [webpush]}\n  - {id: b, name: B, opt_out: *none}\n")
+    assert [p.opt_out for p in directory.load(path).people] == [["webpush"], ["webpush"]]
+
+
+def test_an_alias_to_itself_is_refused(tmp_path: Path) -> None:
+    assert check(tmp_path, "people: &p [*p]\n") == ["FILE:1: an alias refers to a node that contains it: refused"]
+
+
+def test_a_file_over_the_size_limit_is_refused_without_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("w") as f:
+        f.write("people:\n")
+        line = "  - {id: p, name: P}\n"
+        f.write(line * (directory.MAX_FILE_BYTES // len(line) + 1))
+    done = run_check(path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"{path}: is {path.stat().st_size / 1048576:g} MB, larger than the "
+                                        "limit of 5 MB"]
+
+
+def test_duplicate_keys_are_refused_at_every_level_with_both_lines(tmp_path: Path) -> None:
+    two_people_blocks = "people:\n  - {id: ana, name: Ana}\nteams: []\npeople:\n  - {id: ben, name: Ben}\n"
+    assert check(tmp_path, two_people_blocks) == ["FILE:4: duplicate key 'people' (first at line 1)"]
+    nested = "people:\n  - id: ana\n    name: Ana\n    timezone: UTC\n    name: Other\n"
+    assert check(tmp_path, nested) == ["FILE:5: duplicate key 'name' (first at line 3)"]
+    flow = "routes:\n  - {id: r, id: s, recipients: [{team: t}]}\n"
+    assert check(tmp_path, flow) == ["FILE:2: duplicate key 'id' (first at line 2)"]
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "folder"])
+def test_what_is_not_a_regular_file_is_refused_without_blocking(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "dir.yaml"
+    if kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)  # nobody writes: a plain open() would block forever
+    else:
+        path.mkdir()
+    done = run_check(path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"{path}: not a regular file: not read"]
+
+
+def test_errors_never_echo_the_files_content(tmp_path: Path) -> None:
+    secret = "hunter2-s3cr3t"
+    texts = [f"root:{secret}:19000:0:99999:7:::\nx: [\n", f"people: *{secret}\n", f"a:\t{secret}\n  b: c\n: :",
+             f"!!python/object/apply:os.system ['{secret}']\n", f"key: '{secret}\n"]
+    for text in texts:
+        problems = check(tmp_path, text)
+        assert len(problems) == 1 and problems[0].startswith("FILE:"), problems
+        assert secret not in problems[0] and "hunter" not in problems[0], problems
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"people: [\xff\xfe" + secret.encode() + b"]\n")
+    with pytest.raises(DirectoryError) as caught:
+        directory.load(binary)
+    assert caught.value.problems == [f"{binary}: not UTF-8 text (byte 9): not read"]
 
 
 def test_cli_check_exits_2_with_every_problem(tmp_path: Path) -> None:

@@ -25,6 +25,11 @@ from tests.conftest import TEST_ENV, Workers, wait_until
 from tests.helpers import all_done, rows
 
 
+# APNs tokens of the sample directory (herald/samples/directory.yaml)
+BRUNO_IPHONE = "e2fad090ef691ee4e035178562f08c0e262c9458572d5933b21f44a070564b85"
+DANA_IPHONE = "97395269b5045e46036b9659d5f26ce13bef677975f0bbc49d52c47b495c1f30"
+
+
 def on_call_in(rotation_id: str) -> tuple[str, str]:
     from herald import db
     from herald.directory import on_call_now
@@ -61,15 +66,16 @@ def test_artifact_lifecycle_reaches_leads_qa_and_release(pipeline: Workers) -> N
     wait_until(lambda: all_done([event_id]), message="artifact event delivered")
     people = notified(event_id)
     assert people == {
-        "alice": ("route artifact-changes: team:integration-leads", "queued"),
-        "bruno": ("route artifact-changes: team:integration-leads", "queued"),
-        "chen": ("route artifact-changes: team:qa", "queued"),
+        # a notification's status follows its deliveries: bruno's dead tablet does not undo his iPhone
+        "alice": ("route artifact-changes: team:integration-leads", "sent"),
+        "bruno": ("route artifact-changes: team:integration-leads", "sent"),
+        "chen": ("route artifact-changes: team:qa", "sent"),
         # dana's quiet hours cover the whole day and this is not critical
         "dana": ("route artifact-changes: team:release", "suppressed"),
     }
     targets = delivered_to(event_id)
     assert targets["fcm-alice-pixel"] == "sent"
-    assert targets["apns-bruno-iphone"] == "sent"
+    assert targets[BRUNO_IPHONE] == "sent"
     assert targets["dead-fcm-bruno-old-tablet"] == "failed"  # provider: unregistered
     assert targets["flaky-fcm-chen"] == "sent"  # after one transient failure
     assert not any("sub/chen" in t for t in targets)  # chen opted out of web push
@@ -89,8 +95,8 @@ def test_flow_failures_group_into_one_incident_and_recovery_closes_it(pipeline: 
     assert len(incidents) == 1 and incidents[0].event_count == 2 and incidents[0].status == "open"
     # the responder on call now (chen or bruno, by the week) and the flow's owning team (both)
     on_call, other = on_call_in("support-primary")
-    assert notified(first) == {on_call: ("route flow-failures: on_call:support-primary", "queued"),
-                               other: ("route flow-failures: owners", "queued")}
+    assert notified(first) == {on_call: ("route flow-failures: on_call:support-primary", "sent"),
+                               other: ("route flow-failures: owners", "sent")}
     assert notified(second) == {}  # joined the open incident: nobody is told twice
     recovered = publish(flow_recovered("orders-to-erp", environment="prod"))
     wait_until(lambda: all_done([recovered]))
@@ -137,16 +143,40 @@ def test_credential_expiry_reaches_owners_and_critical_passes_quiet_hours(pipeli
     event_id = publish(credential_expiring("erp-client-cert", kind="certificate", expires_at=soon, days_left=3,
                                            environment="prod"))
     wait_until(lambda: all_done([event_id]))
-    assert notified(event_id) == {"alice": ("route credential-owners: owners", "queued")}
+    assert notified(event_id) == {"alice": ("route credential-owners: owners", "sent")}
 
 
 def test_operations_reach_managers_and_owners_critical_through_quiet_hours(pipeline: Workers) -> None:
     breach = publish(ops_event("sla_breached", "edi-inbound", environment="prod", value=40, threshold=15))
     wait_until(lambda: all_done([breach]))
     people = notified(breach)
-    assert people["dana"] == ("route operations: team:operations", "queued")  # critical: quiet hours pass
-    assert people["alice"] == ("route operations: owners", "queued")
-    assert delivered_to(breach)["apns-dana-iphone"] == "sent"
+    assert people["dana"] == ("route operations: team:operations", "sent")  # critical: quiet hours pass
+    assert people["alice"] == ("route operations: owners", "sent")
+    assert delivered_to(breach)[DANA_IPHONE] == "sent"
+
+
+def test_a_notification_whose_every_delivery_failed_says_so(workers: Workers, tmp_path: Path) -> None:
+    from herald import db, directory
+
+    # given gil, whose every device is refused by its provider, and hana, with one good device
+    spec = tmp_path / "directory.yaml"
+    spec.write_text("""
+people:
+  - {id: gil, name: Gil, subscriptions: [orders.eu], devices: [{channel: fcm, token: bad-fcm-gil},
+                                                               {channel: fcm, token: dead-fcm-gil}]}
+  - {id: hana, name: Hana, subscriptions: [orders.eu], devices: [{channel: fcm, token: fcm-hana}]}
+routes:
+  - {id: orders, match: {types: ["business.*"]}, recipients: [{subscribers: true}]}
+""")
+    with db.session() as s:
+        directory.apply(directory.load(spec), s)
+    workers.start("all", concurrency=2, kind="threads")
+    # when an order is published to their topic
+    event_id = publish(business_event("order_submitted", topic="orders.eu", reference="PO-9", environment="prod"))
+    wait_until(lambda: all_done([event_id]))
+    # then gil's notification failed (every delivery ended unsent) and hana's was sent
+    assert {p: st for p, (_, st) in notified(event_id).items()} == {"gil": "failed", "hana": "sent"}
+    assert delivered_to(event_id) == {"bad-fcm-gil": "failed", "dead-fcm-gil": "failed", "fcm-hana": "sent"}
 
 
 def test_acknowledgement_updates_the_incident(pipeline: Workers) -> None:

@@ -27,11 +27,12 @@ import logging
 import os
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from herald import db, deadletters
 from herald.app import app
@@ -148,7 +149,7 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
     by_id = {m.target.delivery_id: m for m in messages}
     missing = set(by_id) - {r.delivery_id for r in results}
     results = results + [Result(i, "transient", None, "channel returned no result") for i in missing]
-    attempts, updates, sent, plain_sent, dead_tokens, dead, auth = [], [], [], [], [], [], []
+    attempts, updates, sent, plain_sent, dead_tokens, dead, auth, failed = [], [], [], [], [], [], [], []
     moved: dict[str, list[int]] = {}
     retry_in: float | None = None
     for result in results:
@@ -186,6 +187,7 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
             auth.append(result.delivery_id)
         else:
             row["status"] = "failed"
+            failed.append(result.delivery_id)
             if result.outcome == "invalid_token":
                 dead_tokens.append(target.device_id)
         updates.append(row)
@@ -202,10 +204,7 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
         for environment, device_ids in moved.items():
             # APNs: the token answered on the other host; send there from now on.
             s.execute(update(Device).where(Device.id.in_(device_ids)).values(environment=environment))
-        if sent:
-            s.execute(update(Notification).where(
-                Notification.id.in_(select(Delivery.notification_id).where(Delivery.id.in_(sent))),
-                Notification.first_delivered_at.is_(None)).values(first_delivered_at=now))
+        settle_notifications(s, sent, failed=failed + dead + auth, now=now)
         if dead_tokens:
             s.execute(update(Device).where(Device.id.in_(dead_tokens))
                       .values(active=False, deactivated_at=now, deactivated_reason="provider: invalid token"))
@@ -217,6 +216,24 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
         deadletters.record("delivery", f"{len(auth)} target(s): the provider refused herald's credentials; "
                            "fix them, then replay", task_name=None, ref={"delivery_ids": auth})
     return retry_in
+
+
+def settle_notifications(s: Session, sent: list[int], *, failed: list[int], now: datetime) -> None:
+    """A notification's status follows its deliveries: ``sent`` once one of them is sent, ``failed`` once
+    every one of them ended without being sent; ``queued`` until then."""
+    if sent:
+        s.execute(update(Notification).where(
+            Notification.id.in_(select(Delivery.notification_id).where(Delivery.id.in_(sent))),
+            Notification.status != "sent",
+        ).values(status="sent", status_reason=None,
+                 first_delivered_at=func.coalesce(Notification.first_delivered_at, now)))
+    if failed:
+        other = aliased(Delivery)
+        s.execute(update(Notification).where(
+            Notification.id.in_(select(Delivery.notification_id).where(Delivery.id.in_(failed))),
+            Notification.status == "queued",
+            ~exists().where(other.notification_id == Notification.id, other.status.not_in(("failed", "dead"))),
+        ).values(status="failed", status_reason="no delivery succeeded"))
 
 
 def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:

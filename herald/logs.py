@@ -1,14 +1,43 @@
-"""Structured log lines: every line a worker writes carries the ids it is about.
+"""Structured log lines: every line a worker writes carries the ids it is about, and is one line.
 
 Code logs with ``extra={"event_id": ..., "batch_id": ...}``; inside a task the task's name and
 id are added too, so a person can grep one id through every pool's log.
+
+Log text comes partly from outside: event fields, a task id from a broker message's headers, an
+exception's message. A newline in any of them could forge a whole log entry ("[date: INFO/...]
+... succeeded"), so :class:`OneLineFormatter` writes each entry's message as one line, with line
+breaks and other control characters escaped (``\\n``, ``\\x1b``). A traceback keeps its lines, which
+come from code, but the exception's own message in it is escaped the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import traceback
+from types import TracebackType
 
 IDS = ("event_id", "notification_id", "delivery_id", "batch_id", "dead_letter_id", "task_id")
+
+# Every character str.splitlines() breaks on, and the other C0/C1 controls, DEL, and the bidi controls
+# that make a line read differently from what it contains. A tab stays: it breaks no line.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_BREAKS = re.compile("[\x0a-\x0d\x1c-\x1e\x85\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape_one(found: re.Match[str]) -> str:
+    char = found.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and control characters written as escapes."""
+    return _CONTROL.sub(_escape_one, text)
+
+
+def _without_breaks(text: str) -> str:
+    return _BREAKS.sub(_escape_one, text)
 
 
 class IdsFilter(logging.Filter):
@@ -28,8 +57,68 @@ class IdsFilter(logging.Filter):
         return True
 
 
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def _traceback_lines(exc: traceback.TracebackException) -> list[str]:
+    """As ``traceback.format_exception``, with each exception's message escaped to one line."""
+    lines: list[str] = []
+    if exc.__cause__ is not None:
+        lines += _traceback_lines(exc.__cause__)
+        lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+    elif exc.__context__ is not None and not exc.__suppress_context__:
+        lines += _traceback_lines(exc.__context__)
+        lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+    if exc.stack:
+        lines.append("Traceback (most recent call last):\n")
+        lines += exc.stack.format()
+    lines.append(one_line("".join(exc.format_exception_only()).rstrip("\n")) + "\n")
+    return lines
+
+
+def format_exception(exc_info: ExcInfo) -> str:
+    """A traceback in which no exception message can start a line of its own."""
+    exc = traceback.TracebackException(*exc_info)
+    return "".join(_traceback_lines(exc)).rstrip("\n")
+
+
+class OneLineFormatter(logging.Formatter):
+    """Wraps a handler's formatter so that each entry's text is one line (plus its traceback).
+
+    The message (``msg % args``) is escaped before the wrapped formatter sees it, so its own colours
+    survive; what that formatter adds from elsewhere (Celery puts the task id of the message's
+    headers in the prefix) has its line breaks escaped afterwards.
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.msg, record.args, record.exc_info, record.exc_text, record.stack_info
+        record.msg, record.args = one_line(record.getMessage()), None
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            line = self.inner.format(record)
+        finally:
+            record.msg, record.args, record.exc_info, record.exc_text, record.stack_info = saved
+        line = _without_breaks(line) if getattr(self.inner, "use_color", False) else one_line(line)
+        exc_info = record.exc_info
+        if exc_info and exc_info[0] is not None and exc_info[1] is not None:
+            line += "\n" + format_exception((exc_info[0], exc_info[1], exc_info[2]))
+        if record.stack_info:
+            line += "\n" + self.inner.formatStack(record.stack_info)
+        return line
+
+
 def install(logger: logging.Logger) -> None:
-    """Add the ids to every handler of ``logger`` (called when Celery sets up its logging)."""
+    """Add the ids, and one line per entry, to every handler of ``logger``.
+
+    Called when Celery sets up its logging (``after_setup_logger`` / ``after_setup_task_logger``), so
+    every worker process writes through it; safe to call again.
+    """
     for handler in logger.handlers:
         if not any(isinstance(f, IdsFilter) for f in handler.filters):
             handler.addFilter(IdsFilter())
+        if not isinstance(handler.formatter, OneLineFormatter):
+            handler.setFormatter(OneLineFormatter(handler.formatter or logging.Formatter()))

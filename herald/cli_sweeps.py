@@ -69,6 +69,8 @@ def credentials_import(
 
     if not path.exists():
         _fail(EXIT_BAD_INPUT, f"{path}: no such file or folder")
+    if not path.is_dir() and not path.is_file():  # /dev/zero, a FIFO: never read
+        _fail(EXIT_BAD_INPUT, f"{path}: not a regular file or a folder: not read")
     result: dict[str, Any]
     try:
         if path.is_file() and path.suffix.lower() in credentials.DECLARED_SUFFIXES:
@@ -133,8 +135,8 @@ def credentials_add(
     try:
         with db.session() as s:
             if jwt_file is not None:
-                row = credentials.declare_jwt(s, name=name, token=jwt_file.read_text(), environment=environment,
-                                              owner=owner)
+                token = credentials.read_bytes(jwt_file).decode("ascii", errors="replace")
+                row = credentials.declare_jwt(s, name=name, token=token, environment=environment, owner=owner)
             else:
                 row = credentials.declare(s, name=name, kind=cast(credentials.Kind, kind),
                                           expires_at=credentials.parse_expiry(expires_at),

@@ -14,6 +14,8 @@ Credentials come from three places:
   the fingerprint of what expires first, so a rotated credential is a new version.
 
 Reading is pure (:func:`read_file`, :func:`scan_path`); storing happens in the caller's session.
+Only regular files of at most :data:`MAX_FILE_BYTES` whose real path stays under the folder given are
+read (:mod:`herald.safefiles`), and a reason never quotes a file's content.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,12 +31,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from herald import safeyaml
 from herald.errors import HeraldError
 from herald.models import Credential, CredentialSource, Resource, utcnow
+from herald.safefiles import InputFileError, read_regular
 from herald.settings import get_settings
 
 Kind = Literal["certificate", "token", "api_key", "client_secret"]
@@ -45,6 +49,9 @@ PKCS12_SUFFIXES = {".p12", ".pfx"}
 JWT_SUFFIXES = {".jwt", ".token"}
 DECLARED_SUFFIXES = {".yaml", ".yml", ".json"}
 SUFFIXES = CERT_SUFFIXES | PKCS12_SUFFIXES | JWT_SUFFIXES
+
+# A certificate bundle or a list of declared keys is kilobytes; a folder is rescanned every sweep.
+MAX_FILE_BYTES = 1024 * 1024
 
 OWNER = re.compile(r"^(team|person):[A-Za-z0-9_.@-]+$")
 
@@ -138,9 +145,9 @@ def _load_certificates(path: Path, data: bytes) -> list[Any]:
         password = secret.get_secret_value().encode() if secret else None
         try:
             _key, cert, extra = pkcs12.load_key_and_certificates(data, password)
-        except ValueError as exc:
-            hint = "" if password else " (set HERALD_CREDENTIAL_PKCS12_PASSWORD)"
-            raise CredentialError(str(path), f"not a readable PKCS#12 file: {exc}{hint}") from None
+        except ValueError:  # its message may quote the file's bytes: say what, not what was read
+            hint = "wrong password?" if password else "set HERALD_CREDENTIAL_PKCS12_PASSWORD"
+            raise CredentialError(str(path), f"not a readable PKCS#12 file ({hint})") from None
         certs = ([cert] if cert is not None else []) + list(extra or [])
         if not certs:
             raise CredentialError(str(path), "PKCS#12 file holds no certificate")
@@ -150,12 +157,12 @@ def _load_certificates(path: Path, data: bytes) -> list[Any]:
             raise NotACredential(str(path))
         try:
             return list(x509.load_pem_x509_certificates(data))
-        except ValueError as exc:
-            raise CredentialError(str(path), f"malformed PEM certificate: {exc}") from None
+        except ValueError:
+            raise CredentialError(str(path), "malformed PEM certificate") from None
     try:
         return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
-        raise CredentialError(str(path), f"neither PEM nor DER certificate: {exc}") from None
+    except ValueError:  # cryptography's message names the first byte's tag: the content, never shown
+        raise CredentialError(str(path), "neither PEM nor DER certificate") from None
 
 
 def jwt_expiry(token: str, where: str = "token") -> tuple[datetime, dict[str, Any]]:
@@ -164,21 +171,30 @@ def jwt_expiry(token: str, where: str = "token") -> tuple[datetime, dict[str, An
 
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise CredentialError(where, f"not a JWT: {exc}") from None
+    except jwt.PyJWTError as exc:  # its message may quote the token: name the kind of problem only
+        raise CredentialError(where, f"not a JWT ({type(exc).__name__})") from None
     exp = claims.get("exp")
     if not isinstance(exp, int | float):
         raise CredentialError(where, "JWT has no numeric exp claim")
     return datetime.fromtimestamp(exp, UTC), claims
 
 
-def read_file(path: Path, name: str | None = None) -> Found:
+def read_bytes(path: Path, root: Path | None = None) -> bytes:
+    """A credential file's bytes: a regular file under ``root`` (default: its own folder), capped.
+
+    ``root`` is not resolved by the caller: a symlink inside the folder to a file outside it
+    (``/etc/shadow``) is refused, not read.
+    """
+    try:
+        return read_regular(path, max_bytes=MAX_FILE_BYTES, root=root if root is not None else path.absolute().parent)
+    except InputFileError as exc:
+        raise CredentialError(str(path), exc.reason) from None
+
+
+def read_file(path: Path, name: str | None = None, root: Path | None = None) -> Found:
     """Read one credential file; raise :class:`CredentialError` naming the file and the reason."""
     name = name or path.stem
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CredentialError(str(path), f"cannot read: {exc.strerror}") from None
+    data = read_bytes(path, root)
     if path.suffix.lower() in JWT_SUFFIXES:
         token = data.decode("ascii", errors="replace").strip()
         expires_at, claims = jwt_expiry(token, str(path))
@@ -189,25 +205,35 @@ def read_file(path: Path, name: str | None = None) -> Found:
 
 
 def candidate_files(root: Path) -> list[Path]:
-    """The files a scan of ``root`` reads (``root`` itself when it is a file), in a stable order."""
-    if root.is_file():
+    """The files a scan of ``root`` reads (``root`` itself unless it is a folder), in a stable order.
+
+    In a folder: every entry with a credential suffix that is not a folder, symlinks and FIFOs
+    included (:func:`read_file` refuses those with a reason, so they are reported, not skipped);
+    symlinked folders are not followed.
+    """
+    if not root.is_dir():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        found += [Path(folder, f) for f in files if Path(f).suffix.lower() in SUFFIXES]
+    return sorted(found)
 
 
 def scan_path(root: Path, progress: Callable[[Path], None] | None = None) -> Iterator[Found | Unreadable]:
     """Read every credential under ``root``; an unreadable file is yielded, never raised."""
+    folder = root if root.is_dir() else None  # a single file: its own folder bounds it (read_bytes)
     for path in candidate_files(root):
         # A folder's credentials are named by their path inside it, so two "client.pem" never collide.
         name = path.stem if path == root else str(path.relative_to(root).with_suffix(""))
         try:
-            yield read_file(path, name)
+            yield read_file(path, name, folder)
         except NotACredential:
             pass
         except CredentialError as exc:
-            try:
-                content = path.read_bytes()
-            except OSError:
+            try:  # a new content is a new notice; what was refused is never read for it
+                content = read_bytes(path, folder)
+            except CredentialError:
                 content = b""
             yield Unreadable(name=name, path=str(path), reason=exc.reason,
                              digest=sha256_hex(content + exc.reason.encode())[:32])
@@ -276,10 +302,18 @@ def declare_jwt(s: Session, *, name: str, token: str, environment: str, owner: s
 
 def load_declared(path: Path) -> list[dict[str, Any]]:
     """Entries of a YAML or JSON list of declared credentials (a list, or ``{credentials: [...]}``)."""
+    data = read_bytes(path)
     try:
-        raw = yaml.safe_load(path.read_text()) if path.suffix.lower() != ".json" else json.loads(path.read_text())
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise CredentialError(str(path), f"cannot read the list of credentials: {exc}") from None
+        if path.suffix.lower() == ".json":
+            raw = json.loads(data)
+        else:
+            raw, _node = safeyaml.parse(data, where=str(path))
+    except safeyaml.YamlError as exc:  # "path:line: problem", never the content
+        problem = re.sub(r"^:(\d+): ", r"line \1: ", exc.problems[0].removeprefix(str(path)))
+        raise CredentialError(str(path), f"cannot read the list of credentials: {problem}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise CredentialError(str(path), f"cannot read the list of credentials: not valid JSON{where}") from None
     if isinstance(raw, dict):
         raw = raw.get("credentials")
     if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
@@ -332,7 +366,8 @@ def store_unreadable(s: Session, bad: Unreadable, *, environment: str, owner: st
 
 def add_source(s: Session, path: Path, *, environment: str, owner: str | None) -> CredentialSource:
     """Register a file or folder to rescan on every sweep (the same path again updates it)."""
-    resolved = str(path.resolve())
+    # absolute, not resolved: each rescan resolves it again and reads only what stays under it
+    resolved = os.path.abspath(path)
     source = s.scalar(select(CredentialSource).where(CredentialSource.path == resolved))
     if source is None:
         source = CredentialSource(path=resolved, environment=check_environment(environment),

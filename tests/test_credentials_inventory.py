@@ -196,3 +196,109 @@ def test_parse_expiry_accepts_dates_and_zulu_times() -> None:
     assert credentials.parse_expiry("2027-01-31T10:00:00Z") == datetime(2027, 1, 31, 10, tzinfo=UTC)
     with pytest.raises(CredentialError):
         credentials.parse_expiry("next tuesday")
+
+
+# --- hostile files: only regular files under the folder given, size-capped, no content in a reason -------
+
+SECRET = b"root:$6$hunter2-s3cr3t$abcdefghijklmnopqrstuvwxyz:19000:0:99999:7:::\n"
+
+
+def unreadable(folder: Path) -> dict[str, str]:
+    return {i.name: i.reason for i in credentials.scan_path(folder) if isinstance(i, Unreadable)}
+
+
+def test_a_symlink_out_of_the_folder_is_refused_and_nothing_of_its_target_shows(tmp_path: Path) -> None:
+    # given a folder with a good certificate and links to a secret file outside it and to /dev/zero
+    folder, outside = tmp_path / "pki", tmp_path / "elsewhere"
+    folder.mkdir(), outside.mkdir()
+    (outside / "shadow").write_bytes(SECRET)
+    (folder / "good.pem").write_bytes(pem(make_cert("good", 30)[0]))
+    (folder / "shadow.der").symlink_to(outside / "shadow")
+    (folder / "zero.pem").symlink_to("/dev/zero")
+    (folder / "inside.pem").symlink_to(folder / "good.pem")  # a link that stays inside is fine
+    # when the folder is scanned, then both links out are reported, never read
+    items = list(credentials.scan_path(folder))
+    assert {i.name for i in items if isinstance(i, Found)} == {"good", "inside"}
+    assert unreadable(folder) == {"shadow": f"resolves outside {folder} (a symlink?): not read",
+                                  "zero": f"resolves outside {folder} (a symlink?): not read"}
+    # and a single file given directly is bounded by its own folder
+    with pytest.raises(CredentialError, match="resolves outside"):
+        credentials.read_file(folder / "shadow.der")
+
+
+def test_a_file_that_is_not_a_certificate_is_reported_without_its_bytes(tmp_path: Path) -> None:
+    (tmp_path / "shadow.der").write_bytes(SECRET)  # cryptography's error named the first byte's tag (114: "r")
+    (tmp_path / "broken.jwt").write_bytes(b"eyJhbGciOiJIUzI1NiJ9.\xffhunter2.x")
+    reasons = unreadable(tmp_path)
+    assert reasons == {"shadow": "neither PEM nor DER certificate", "broken": "not a JWT (DecodeError)"}
+
+
+@pytest.mark.timeout(30)
+def test_fifos_and_oversized_files_are_refused_without_blocking_or_reading_them(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.pem")  # nobody writes: a plain read blocks forever
+    with (tmp_path / "huge.pem").open("wb") as f:
+        f.truncate(2 * credentials.MAX_FILE_BYTES)  # sparse: 2 MB that used to be read whole every sweep
+    assert unreadable(tmp_path) == {"pipe": "not a regular file: not read",
+                                    "huge": "is 2 MB, larger than the limit of 1 MB"}
+
+
+def test_a_declared_list_is_parsed_safely_and_never_echoed(tmp_path: Path) -> None:
+    from tests.test_directory import ALIAS_BOMB
+
+    cases = {
+        "bomb.yaml": ("credentials: []\n" + ALIAS_BOMB, "line 8: expands to more than 1,000,000 nodes"),
+        "twice.yaml": ("credentials: []\ncredentials: []\n", "line 2: duplicate key 'credentials' (first at line 1)"),
+        "secret.yaml": (f"credentials: [{SECRET.decode()}\n", "line 3: not valid YAML"),
+        "secret.json": (f'{{"credentials": [{SECRET.decode()}]}}', "not valid JSON (line 1)"),
+    }
+    for name, (text, expected) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(CredentialError) as caught:
+            credentials.load_declared(path)
+        assert expected in caught.value.reason, caught.value.reason
+        assert "hunter2" not in caught.value.reason and "root" not in caught.value.reason
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo", "folder-link"])
+def test_cli_import_refuses_what_is_not_a_regular_file_with_exit_2(tmp_path: Path, target: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = Path(target)
+    if target == "fifo":
+        path = tmp_path / "keys.yaml"
+        os.mkfifo(path)
+    elif target == "folder-link":
+        path = tmp_path / "link.yaml"
+        path.symlink_to("/dev/zero")
+    done = subprocess.run([sys.executable, "-m", "herald", "credentials", "import", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"herald: {path}: not a regular file or a folder: not read"]
+
+
+def test_the_sweep_rereads_a_source_with_the_same_checks(clean: None, tmp_path: Path) -> None:
+    from herald import db
+    from schedules.credentials import sweep_credentials
+
+    # given a folder imported while it held one good certificate
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    (folder / "erp.pem").write_bytes(pem(make_cert("erp", 200)[0]))
+    (tmp_path / "shadow").write_bytes(SECRET)
+    with db.session() as s:
+        credentials.rescan_source(s, credentials.add_source(s, folder, environment="prod", owner="team:security"))
+    # when the certificate is swapped for a link out of the folder and a 2 MB file appears, and the sweep runs
+    (folder / "erp.pem").unlink()
+    (folder / "erp.pem").symlink_to(tmp_path / "shadow")
+    with (folder / "big.crt").open("wb") as f:
+        f.truncate(2 * credentials.MAX_FILE_BYTES)
+    assert sweep_credentials() is not None
+    # then neither is read: both are reported with a reason that holds nothing of them
+    with db.session() as s:
+        errors = {r["name"]: r["error"] for r in credentials.inventory(s)}
+    assert errors == {"erp": f"resolves outside {folder} (a symlink?): not read",
+                      "big": "is 2 MB, larger than the limit of 1 MB"}

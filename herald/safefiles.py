@@ -14,7 +14,7 @@ from pathlib import Path
 
 from herald.errors import HeraldError
 
-__all__ = ["InputFileError", "read_regular", "under"]
+__all__ = ["InputFileError", "private_file", "read_regular", "under"]
 
 
 class InputFileError(HeraldError, ValueError):
@@ -74,3 +74,22 @@ def read_regular(path: Path | str, *, max_bytes: int, root: Path | str | None = 
     if len(data) > max_bytes:
         raise InputFileError(shown, f"is larger than the limit of {_size(max_bytes)}")
     return data
+
+
+def private_file(path: Path | str) -> None:
+    """Create ``path`` readable by its owner only (0600; its folder 0700 if herald creates it).
+
+    For the embedded SQLite files (state and broker): they hold Web Push subscriptions' auth
+    secrets and every queued event. SQLite gives its -wal and -shm files the mode of the database
+    file, so those follow. An existing file is tightened too (one created before this check).
+    """
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except PermissionError:  # not ours: leave it to its owner
+        pass
+    finally:
+        os.close(fd)

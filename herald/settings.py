@@ -136,8 +136,15 @@ class Settings(BaseSettings):
         return self.dev_output or str(self.data_dir.resolve() / "dev-channel.jsonl")
 
     def ensure_data_dir(self) -> None:
+        from herald.safefiles import private_file
+
         if self.embedded or not self.dev_output:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # owner only: the embedded SQLite files hold Web Push auth secrets and every queued event
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.database_url is None:
+            private_file(self.data_dir / "herald.sqlite")
+        if self.broker_url is None:
+            private_file(self.data_dir / "broker.sqlite")
 
 
 @lru_cache(maxsize=1)

@@ -18,8 +18,9 @@ devices_app = typer.Typer(help="Register, list and remove push devices.", no_arg
 vapid_app = typer.Typer(help="Web Push VAPID keys.", no_args_is_help=True)
 fakes_app = typer.Typer(help="Local, protocol-faithful fakes of FCM, APNs and Web Push.", no_args_is_help=True)
 
-out = Console()
-err = Console(stderr=True)
+# Never markup: tokens, apps and reasons come from input ("[/x]" would crash a command).
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _fail(code: int, message: str) -> None:
@@ -31,47 +32,32 @@ def _fail(code: int, message: str) -> None:
 def devices_register(
     person: Annotated[str, typer.Argument(help="Person id from the directory.")],
     channel: Annotated[str, typer.Argument(help="fcm, apns or webpush.")],
-    token: Annotated[str, typer.Argument(help="FCM token or FID, APNs token, or Web Push subscription JSON.")],
+    token: Annotated[str, typer.Argument(help="FCM token or FID, APNs token (hex), or Web Push subscription JSON.")],
     kind: Annotated[str | None, typer.Option(help="token, fid or subscription (default from the channel).")] = None,
-    app: Annotated[str, typer.Option(help="App id (FCM project file / APNs topic key).")] = "default",
+    app: Annotated[str, typer.Option(help="App id: the FCM credentials key; for APNs a bundle id or an app "
+                                          "HERALD_APNS_TOPICS maps (required).")] = "default",
     environment: Annotated[str, typer.Option(help="APNs: sandbox or production.")] = "production",
 ) -> None:
     """Register or refresh a device; a token already known moves to PERSON (duplicates collapse).
+
+    The device registers itself here, so a device a provider deactivated is active again. A refused
+    token, app or subscription exits 2 with the reason.
 
     Examples:
 
         herald devices register alice fcm "dXN...:APA91b..." --app com.example.admin
 
-        herald devices register bruno apns 8f1c...e2 --environment sandbox
+        herald devices register bruno apns 8f1c...e2 --app com.example.admin --environment sandbox
 
         herald devices register alice webpush '{"endpoint": "https://...", "keys": {"p256dh": "B...", "auth": "..."}}'
     """
+    from herald.errors import InvalidDevice
     from producers.devices import register_device
 
-    token_kind = kind or ("subscription" if channel == "webpush" else "token")
-    if token_kind not in ("token", "fid", "subscription"):
-        _fail(2, f"unknown kind {token_kind!r} (token, fid or subscription)")
-    if environment not in ("sandbox", "production"):
-        _fail(2, f"unknown environment {environment!r} (sandbox or production)")
-    if channel == "webpush":
-        try:
-            sub = json.loads(token)
-        except ValueError:
-            sub = None
-        if isinstance(sub, dict) and sub.get("endpoint") and (sub.get("keys") or {}).get("p256dh"):
-            token = json.dumps(sub, sort_keys=True, separators=(",", ":"))
-        else:
-            _fail(2, "a Web Push token is the subscription JSON: endpoint, keys.p256dh, keys.auth")
     try:
-        device_id = register_device(person, channel, token, token_kind=token_kind, app=app, environment=environment)
-    except ValueError as exc:
+        device_id = register_device(person, channel, token, token_kind=kind, app=app, environment=environment)
+    except InvalidDevice as exc:
         _fail(2, str(exc))
-    except Exception as exc:  # the person does not exist: a foreign key says so
-        import sqlalchemy.exc
-
-        if isinstance(exc, sqlalchemy.exc.IntegrityError):
-            _fail(2, f"unknown person {person!r} (load the directory first)")
-        raise
     out.print(f"device {device_id}")
 
 

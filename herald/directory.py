@@ -8,7 +8,6 @@ People own it as a YAML file, reviewed in git like Alertmanager's routing tree:
 from __future__ import annotations
 
 import fnmatch
-import json
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from herald import safeyaml
+from herald import devices, safeyaml
 from herald.errors import DirectoryError
 from herald.events import EVENT_TYPES, Severity
 from herald.models import (
@@ -33,7 +32,6 @@ from herald.models import (
     TeamMember,
     utcnow,
 )
-from herald.routing import CHANNELS
 from herald.safefiles import InputFileError
 
 Channel = Literal["fcm", "apns", "webpush"]
@@ -45,23 +43,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class WebPushSubscription(_Strict):
-    endpoint: str = Field(pattern=r"^https?://")
-    keys: dict[str, str]
+class WebPushSubscription(BaseModel):
+    """A browser's ``PushSubscription.toJSON()``; checked by herald/devices.py with the device."""
 
-    @field_validator("keys")
-    @classmethod
-    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
-        missing = {"p256dh", "auth"} - set(value)
-        if missing:
-            raise ValueError(f"missing key(s): {', '.join(sorted(missing))}")
-        return value
+    model_config = ConfigDict(extra="ignore")  # expirationTime and whatever browsers add later
+    endpoint: str
+    keys: dict[str, str]
 
 
 class DeviceSpec(_Strict):
     channel: Channel
-    token: str | None = Field(default=None, min_length=1)
-    fid: str | None = Field(default=None, min_length=1)
+    token: str | None = None
+    fid: str | None = None
     subscription: WebPushSubscription | None = None
     app: str = "default"
     environment: Literal["sandbox", "production"] = "production"
@@ -72,16 +65,18 @@ class DeviceSpec(_Strict):
         allowed = {"fcm": {"token", "fid"}, "apns": {"token"}, "webpush": {"subscription"}}[self.channel]
         if len(given) != 1 or given[0] not in allowed:
             raise ValueError(f"a {self.channel} device needs exactly one of: {', '.join(sorted(allowed))}")
+        self.checked()  # the same rules as every other door (InvalidDevice is a ValueError)
         return self
+
+    def checked(self) -> devices.Address:
+        kind, raw = ("subscription", self.subscription.model_dump()) if self.subscription is not None else \
+            ("fid", self.fid) if self.fid is not None else ("token", self.token)
+        return devices.validate(self.channel, raw, token_kind=kind, app=self.app, environment=self.environment)
 
     def address(self) -> tuple[str, str]:
         """(token_kind, token) as stored on the device row."""
-        if self.subscription is not None:
-            return "subscription", json.dumps(self.subscription.model_dump(), sort_keys=True)
-        if self.fid is not None:
-            return "fid", self.fid
-        assert self.token is not None
-        return "token", self.token
+        address = self.checked()
+        return address.token_kind, address.token
 
 
 def _hhmm(value: str) -> time:
@@ -334,7 +329,8 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
 
     People missing from the file are deactivated (not deleted: past notifications name them)
     and their devices with them. Devices registered through the API stay unless the file moves
-    their token to another person.
+    their token to another person. Applying never revives a device a provider or a person
+    deactivated, and leaves an unchanged device as it is (herald/devices.py, ``by="directory"``).
     """
     now = utcnow()
     for model in (TeamMember, Subscription, Route, Resource, Rotation):
@@ -346,20 +342,20 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
     if gone:
         db.execute(update(Person).where(Person.id.in_(gone)).values(active=False))
         db.execute(update(Device).where(Device.person_id.in_(gone), Device.active.is_(True))
-                   .values(active=False, deactivated_at=now, deactivated_reason="person removed"))
+                   .values(active=False, deactivated_at=now, deactivated_reason=devices.PERSON_REMOVED))
     db.execute(delete(Team))
     for p in spec.people:
         db.merge(Person(id=p.id, name=p.name, email=p.email, timezone=p.timezone,
                         quiet_hours=list(p.quiet_hours) if p.quiet_hours else None,
                         opted_out_channels=list(p.opt_out), active=True))
     db.flush()
-    devices = 0
+    device_count = 0
     for p in spec.people:
         for d in p.devices:
             kind, token = d.address()
-            register_device(db, person_id=p.id, channel=d.channel, token=token, token_kind=kind,
-                            app=d.app, environment=d.environment)
-            devices += 1
+            devices.register(db, person_id=p.id, channel=d.channel, token=token, token_kind=kind,
+                             app=d.app, environment=d.environment, by="directory")
+            device_count += 1
         for topic in dict.fromkeys(p.subscriptions):
             db.add(Subscription(person_id=p.id, topic=topic))
     for t in spec.teams:
@@ -380,27 +376,15 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
                      channels=route.channels, ids_only=route.ids_only, continue_=route.continue_))
     db.flush()
     return {"people": len(spec.people), "teams": len(spec.teams), "rotations": len(spec.rotations),
-            "resources": len(spec.resources), "routes": len(spec.routes), "devices": devices,
+            "resources": len(spec.resources), "routes": len(spec.routes), "devices": device_count,
             "deactivated_people": len(gone)}
 
 
 def register_device(db: Session, *, person_id: str, channel: str, token: str, token_kind: str = "token",
                     app: str = "default", environment: str = "production") -> Device:
-    """Register or refresh a device: duplicates collapse, a token moved to another person follows."""
-    if channel not in CHANNELS:
-        raise ValueError(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})")
-    device = db.scalar(select(Device).where(Device.channel == channel, Device.token == token))
-    if device is None:
-        device = Device(person_id=person_id, channel=channel, token=token, token_kind=token_kind, app=app,
-                        environment=environment)
-        db.add(device)
-    else:
-        device.person_id = person_id
-        device.token_kind, device.app, device.environment = token_kind, app, environment
-        device.active, device.deactivated_at, device.deactivated_reason = True, None, None
-        device.registered_at = utcnow()
-    db.flush()
-    return device
+    """The device's own door (producer, CLI, API): see herald.devices.register; raises InvalidDevice."""
+    return devices.register(db, person_id=person_id, channel=channel, token=token, token_kind=token_kind,
+                            app=app, environment=environment, by="device")
 
 
 # --- reading: on-call and quiet hours ------------------------------------------------------

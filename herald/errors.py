@@ -11,6 +11,10 @@ class InvalidEvent(HeraldError, ValueError):
     """An event failed validation at the edge; nothing was written or sent."""
 
 
+class InvalidDevice(HeraldError, ValueError):
+    """A device address (token, FID, subscription) or its app was refused at registration; nothing was written."""
+
+
 class DirectoryError(HeraldError, ValueError):
     """A directory file is invalid; ``problems`` lists each one with its line or field."""
 

@@ -232,7 +232,11 @@ class Device(Base):
     app: Mapped[str] = mapped_column(String(128), default="default")
     environment: Mapped[str] = mapped_column(String(16), default="production")  # APNs sandbox/production
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Last change of this row by any door (the directory file included).
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Last time the device itself registered the token (producer, CLI, API); None when only the
+    # directory file names it. An APNs 410 older than this leaves the token active.
+    device_registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deactivated_reason: Mapped[str | None] = mapped_column(String(255))
 

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     apns_connections: int = 2  # HTTP/2 connections per host and process
     webpush_vapid_key_file: Path | None = None  # PEM private key (`herald vapid generate`)
     webpush_vapid_subject: str = "mailto:push-admin@example.com"  # RFC 8292: mailto: or https: URL
+    # Web Push endpoints on loopback addresses (http or https): for local fakes only, never in production.
+    webpush_allow_loopback: bool = False
 
     # sweeps (schedules/, docs/sweeps.md): periods, thresholds and retention of the periodic scans
     credential_sweep_interval_s: float = 3600.0

@@ -66,6 +66,8 @@ DOCS: dict[str, str] = {
     "apns_connections": "HTTP/2 connections per APNs host and process",
     "webpush_vapid_key_file": "VAPID private key, PEM (`herald vapid generate`)",
     "webpush_vapid_subject": "VAPID `sub`: a mailto: or https: URL",
+    "webpush_allow_loopback": "accept Web Push endpoints on loopback addresses, http or https (local fakes "
+                              "only); private, link-local and other non-global addresses are always refused",
     "credential_sweep_interval_s": "period of the credential expiry sweep",
     "credential_thresholds_days": "JSON object: environment -> days before expiry that notify",
     "credential_default_thresholds_days": "days before expiry that notify, for other environments",

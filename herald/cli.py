@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from herald import cli_sweeps
 from herald.cli_channels import devices_app, fakes_app, vapid_app
@@ -40,8 +41,10 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(vapid_app, name="vapid")
 app.add_typer(fakes_app, name="fakes")
 
-out = Console()
-err = Console(stderr=True)
+# Never markup: event fields, names and reasons come from input, and "[/x]" in one would crash a
+# command (rich parses markup in print() and in table cells). Style is given as style=, never in text.
+out = Console(markup=False, soft_wrap=True)  # soft_wrap: a long path or id stays on one line
+err = Console(stderr=True, markup=False)
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -77,7 +80,7 @@ def demo(
     """
     from herald import demo as demo_module
 
-    progress = None if as_json else (lambda text: err.print(f"[dim]{text}[/dim]"))
+    progress = None if as_json else (lambda text: err.print(text, style="dim"))
     result = demo_module.run(timeout_s=timeout_s, progress=progress, dev_channel=dev_channel)
     if as_json:
         _json({"flows": result["flows"], "pending": result["pending"]})
@@ -185,12 +188,19 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
 
 
 @app.command()
-def flower(port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555) -> None:
+def flower(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
+    address: Annotated[str, typer.Option(help="Address to listen on: loopback unless told otherwise "
+                                              "(0.0.0.0 in a container whose port is published on localhost).")]
+    = "127.0.0.1",
+) -> None:
     """Start Flower, the operations dashboard, behind HTTP basic auth (HERALD_FLOWER_BASIC_AUTH=user:pass).
 
-    Example:
+    Examples:
 
         HERALD_FLOWER_BASIC_AUTH=ops:s3cret herald flower --port 5555
+
+        HERALD_FLOWER_BASIC_AUTH=ops:s3cret herald flower --address 0.0.0.0   # inside a container
     """
     import os
 
@@ -200,7 +210,7 @@ def flower(port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555)
                               "and never runs without authentication")
     from herald.app import app as celery_app
 
-    celery_app.start(["flower", f"--port={port}", f"--basic-auth={auth}"])
+    celery_app.start(["flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"])
 
 
 @app.command()
@@ -249,32 +259,65 @@ def publish(
     out.print(str(event.id), markup=False, highlight=False)
 
 
+EVENT_PREFIX_MIN = 4
+
+
+def _event_id(text: str) -> uuid.UUID:
+    """A whole event id, or the one event whose id starts with ``text``; exit 2 or 1 otherwise."""
+    from sqlalchemy import String, cast, select
+
+    from herald import db
+    from herald.models import Event
+
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    prefix = text.strip().lower()
+    if len(prefix) < EVENT_PREFIX_MIN or len(prefix) > 36 or prefix.strip("0123456789abcdef-"):
+        _fail(EXIT_BAD_INPUT, f"not an event id or a prefix of one (at least {EVENT_PREFIX_MIN} hex digits): "
+                              f"{text[:40]!r}")
+    with db.session() as s:
+        # Postgres prints a uuid with dashes; SQLite stores its 32 hex digits without them.
+        pattern = prefix if db.is_postgres() else prefix.replace("-", "")
+        ids = list(s.scalars(select(Event.id).where(cast(Event.id, String).like(pattern + "%")).limit(6)))
+    if not ids:
+        _fail(EXIT_FAILED, f"no event id starts with {prefix} (it may not be ingested yet)")
+    if len(ids) > 1:
+        shown = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+        _fail(EXIT_BAD_INPUT, f"{prefix} is the start of {'more than 5' if len(ids) > 5 else len(ids)} event ids "
+                              f"({shown}): give more of it")
+    return ids[0]
+
+
 @events_app.command("show")
 def events_show(
-    event_id: Annotated[str, typer.Argument(help="The event id publish printed.")],
+    event_id: Annotated[str, typer.Argument(help="The event id publish printed, or a unique prefix of it "
+                                                 "(at least 4 characters).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show an event with its notifications and every delivery attempt.
 
-    Example:
+    Exits 2 when the id is malformed or a prefix matches several events, 1 when no event has it.
+
+    Examples:
 
         herald events show 3c497f8a-b981-4e8c-b492-503867d47d15 --json
+
+        herald events show 3c497f8a
     """
     from herald.trace import trace
 
-    try:
-        key = uuid.UUID(event_id)
-    except ValueError:
-        _fail(EXIT_BAD_INPUT, f"not an event id: {event_id!r}")
+    key = _event_id(event_id)
     found = trace(key)
     if found is None:
-        _fail(EXIT_FAILED, f"no event {event_id} (it may not be ingested yet)")
+        _fail(EXIT_FAILED, f"no event {key} (it may not be ingested yet)")
     if as_json:
         _json(found)
         return
     ev = found["event"]
-    out.print(f"[bold]{ev['type']}[/bold] {ev['id']}  env={ev['environment']} severity={ev['severity']} "
-              f"status={ev['status']}")
+    out.print(Text.assemble((ev["type"], "bold"), f" {ev['id']}  env={ev['environment']} "
+                            f"severity={ev['severity']} status={ev['status']}"))
     out.print(f"  source={ev['source']} at={ev['occurred_at']} key={ev['idempotency_key']}")
     out.print(f"  data={json.dumps(ev['data'])}", markup=False)
     if found.get("incident"):
@@ -299,7 +342,7 @@ def events_list(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """List the newest events.
+    """List the newest events, with their whole ids (`herald events show` takes one, or a unique prefix).
 
     Example:
 
@@ -311,7 +354,11 @@ def events_list(
     if as_json:
         _json(rows)
         return
-    table = Table("id", "type", "environment", "severity", "status", "received")
+    table = Table()
+    # the id is never cut (a cut id is useless): it folds onto a second line rather than lose a character
+    table.add_column("id", no_wrap=True, overflow="fold", min_width=36)
+    for name in ("type", "environment", "severity", "status", "received"):
+        table.add_column(name)
     for r in rows:
         table.add_row(r["id"], r["type"], r["environment"], r["severity"], r["status"], r["received_at"])
     out.print(table)

@@ -16,13 +16,16 @@ from typing import Annotated, Any, NoReturn, cast
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
 
 credentials_app = typer.Typer(help="The credential inventory: import, add, list.", no_args_is_help=True)
 
-out = Console(soft_wrap=True)  # long paths stay on one line (and greppable)
-err = Console(stderr=True, soft_wrap=True)
+# Never markup: names, paths and reasons come from input ("[/x]" as a credential's name crashed
+# `credentials list` for good). Style is given as style= or Text, never inside the text.
+out = Console(soft_wrap=True, markup=False)  # long paths stay on one line (and greppable)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 Json = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
 Environment = Annotated[str, typer.Option(help="Environment of the credentials (HERALD_ENVIRONMENTS).")]
@@ -62,6 +65,7 @@ def credentials_import(
 
         herald credentials import api-keys.yaml
     """
+    from rich.markup import escape
     from rich.progress import Progress
 
     from herald import credentials, db
@@ -85,7 +89,7 @@ def credentials_import(
         else:
             files = credentials.candidate_files(path)
             with Progress(console=err, transient=True, disable=as_json or len(files) < 2) as bar:
-                task = bar.add_task(f"reading {path}", total=len(files))
+                task = bar.add_task(f"reading {escape(str(path))}", total=len(files))  # a markup column
                 with db.session() as s:
                     source = credentials.add_source(s, path, environment=environment, owner=owner)
                     result = dict(credentials.rescan_source(s, source, progress=lambda _p: bar.advance(task)))
@@ -279,7 +283,7 @@ def status(as_json: Json = False) -> None:
             if row["last_error"] and outcome == "failed":
                 outcome = f"failed: {row['last_error']}"
             table.add_row(row["sweep"], f"{row['period_s']:g}s", _ago(row["last_ok_at"], now), outcome,
-                          "[red]yes[/red]" if row["overdue"] else "no")
+                          Text("yes", style="red") if row["overdue"] else "no")
         out.print(table)
         if raised:
             conditions = Table("raised condition", "resource", "value", "threshold", "since")

@@ -99,7 +99,8 @@ def build(message: Message, title: str, body: str, *, validate_only: bool = Fals
 
 def encode(message: Message) -> bytes:
     """The request body within FCM's 4 KB (body and title trimmed first)."""
-    return fit(lambda title, body: json.dumps(build(message, title, body), separators=(",", ":")).encode(),
+    return fit(lambda title, body: json.dumps(build(message, title, body), separators=(",", ":"),
+                                          ensure_ascii=False).encode(),
                message.payload.title, message.payload.body)
 
 

@@ -187,6 +187,9 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
     celery_app.start(["beat", "-s", str(_beat_file()), "-l", loglevel])
 
 
+FLOWER_MIN_PASSWORD = 12
+
+
 @app.command()
 def flower(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
@@ -208,6 +211,9 @@ def flower(
     if not auth or ":" not in auth:
         _fail(EXIT_BAD_INPUT, "set HERALD_FLOWER_BASIC_AUTH=user:password: Flower shows task arguments "
                               "and never runs without authentication")
+    if len(auth.partition(":")[2]) < FLOWER_MIN_PASSWORD:  # "change-me" from an old example, say
+        _fail(EXIT_BAD_INPUT, f"HERALD_FLOWER_BASIC_AUTH: the password needs at least {FLOWER_MIN_PASSWORD} "
+                              "characters (for example: openssl rand -hex 16)")
     from herald.app import app as celery_app
 
     celery_app.start(["flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"])

@@ -159,7 +159,7 @@ def fakes_serve(
     = Path(".herald/fakes"),
     host: Annotated[str, typer.Option(help="Address to listen on (loopback only by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Base port: control, then fcm, apns, apns sandbox, webpush "
-                                           "(0: any free ports).")] = 8800,
+                                           "(0: any free ports).", envvar="HERALD_FAKES_PORT")] = 8800,
     latency_ms: Annotated[float, typer.Option(help="Latency added to every answer.")] = 0.0,
 ) -> None:
     """Run the FCM, APNs and Web Push fakes until interrupted; print their URLs and herald's environment.

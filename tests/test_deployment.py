@@ -60,3 +60,30 @@ def test_cli_says_what_to_do_when_the_database_is_missing_or_unmigrated(tmp_path
                           text=True, timeout=60,
                           env={**base, "HERALD_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5999/x"})
     assert down.returncode == 3 and down.stderr.startswith("herald: database unreachable: connection failed")
+
+
+def test_compose_publishes_every_port_on_localhost_only() -> None:
+    published = {name: svc["ports"] for name, svc in SERVICES.items() if svc.get("ports")}
+    assert published, "flower publishes its port"
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    # Flower itself listens on every interface of its container (else the published port reaches nothing)
+    command = SERVICES["flower"]["command"]
+    assert command[command.index("--address") + 1] == "0.0.0.0"
+
+
+def test_compose_flower_needs_a_password_and_has_no_example_one() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in text
+    assert SERVICES["flower"]["environment"]["HERALD_FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert "change-me" not in (ROOT / "README.md").read_text()
+
+
+def test_flower_refuses_a_short_or_example_password() -> None:
+    for auth in ("ops:change-me", "ops:", "ops:short"):
+        done = subprocess.run([sys.executable, "-m", "herald", "flower"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "HERALD_FLOWER_BASIC_AUTH": auth})
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == ["herald: HERALD_FLOWER_BASIC_AUTH: the password needs at least 12 "
+                                            "characters (for example: openssl rand -hex 16)"]

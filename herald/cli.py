@@ -83,27 +83,55 @@ def demo(
     progress = None if as_json else (lambda text: err.print(text, style="dim"))
     result = demo_module.run(timeout_s=timeout_s, progress=progress, dev_channel=dev_channel)
     if as_json:
-        _json({"flows": result["flows"], "pending": result["pending"]})
+        _json({k: result[k] for k in ("flows", "pending", "failed", "deliberate_faults", "written_back")})
     else:
-        table = Table(title="herald demo: what happened per flow")
-        for column in ("flow", "events", "notifications", "deliveries by status"):
-            table.add_column(column)
-        for flow, row in result["flows"].items():
-            statuses = ", ".join(f"{k} {v}" for k, v in sorted(row["deliveries"].items())) or "-"
-            table.add_row(flow, str(row["events"]), str(row["notifications"]), statuses)
-        out.print(table)
-        out.print(f"pending targets: {result['pending']}")
-        if result["fakes"] is not None:
-            for name, seen in result["fakes"].items():
-                statuses = ", ".join(f"{k} {v}" for k, v in sorted(seen["by_status"].items())) or "-"
-                extra = f", {seen['decrypted']} decrypted" if "decrypted" in seen else ""
-                out.print(f"fake {name} received {seen['requests']} requests ({statuses}{extra})")
-            out.print(f"what the fakes received: {result['fakes_seen']}")
-        else:
-            out.print(f"messages written by the development channel: {result['dev_output']}")
-        out.print("trace one event: herald events list, then herald events show ID")
+        _print_demo(result)
     if result["pending"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_demo(result: dict[str, Any]) -> None:
+    """The demo's summary: per flow, the deliberate faults for what they are, and what the answers wrote back."""
+    table = Table(title="herald demo: what happened per flow")
+    for column in ("flow", "events", "notifications", "deliveries by status"):
+        table.add_column(column)
+    for flow, row in result["flows"].items():
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(row["deliveries"].items())) or "-"
+        table.add_row(flow, str(row["events"]), str(row["notifications"]), statuses)
+    out.print(table)
+    out.print(f"pending targets: {result['pending']}")
+    failed, faults = result["failed"], result["deliberate_faults"]
+    if faults:
+        out.print(f"failed deliveries: {failed['deliberate']} on purpose, {failed['unexpected']} unexpected. "
+                  "The fakes were told to misbehave for these sample tokens, to show what herald does:")
+        for f in faults:
+            out.print(f"  {f['channel']} token {f['token']} ({f['person']}): {f['fault']}: {f['then']}")
+    elif failed["unexpected"]:
+        out.print(f"failed deliveries: {failed['unexpected']} (unexpected: see herald events show)")
+    if result["fakes"] is not None:
+        for name, seen in result["fakes"].items():
+            statuses = ", ".join(f"{k} {v}" for k, v in sorted(seen["by_status"].items())) or "-"
+            extra = f", {seen['decrypted']} decrypted" if "decrypted" in seen else ""
+            errors = any(not k.startswith("2") for k in seen["by_status"])
+            note = " (the errors are the deliberate faults above)" if errors and faults else ""
+            out.print(f"fake {name} received {seen['requests']} requests ({statuses}{extra}){note}")
+        out.print(f"what the fakes received: {result['fakes_seen']}")
+    else:
+        out.print(f"messages written by the development channel: {result['dev_output']}")
+    back = result["written_back"]
+    out.print("answers written back (flow 7):")
+    for incident in back["incidents"]:
+        holder = f", assignee {incident['assignee']}" if incident["assignee"] else ""
+        stopped = ", escalation stopped" if incident["escalation_stopped"] and incident["status"] != "open" else ""
+        out.print(f"  incident {incident['id']} {incident['title']}: {incident['status']}{holder}{stopped}")
+    if back["approval"] is not None:
+        a = back["approval"]
+        votes = ", ".join(f"{v['person']} {v['decision']}" for v in a["votes"]) or "no vote"
+        out.print(f"  approval {a['id']} {a['target']} (requested by {a['requester']}, quorum {a['quorum']}): "
+                  f"{a['status']} ({votes})")
+    for r in back["refused"]:
+        out.print(f"  refused on purpose: {r['type']} from {r['responder']}: {r['reason']}")
+    out.print("trace one event: herald events list, then herald events show ID")
 
 
 @app.command()

@@ -12,6 +12,11 @@ their meaning through the fakes' switches: ``dead-`` is unregistered at the prov
 is deactivated), ``flaky-`` fails once with the provider's transient error (the target is retried).
 What the fakes received is written to ``$HERALD_DATA_DIR/demo-fakes.json``.
 ``dev_channel=True`` (``herald demo --dev-channel``) writes JSON lines instead (workers/deliver/dev.py).
+
+Then it answers, as people would from their phones: the open incident is acknowledged by the person
+it paged, the approval is approved by an approver (and, on purpose, refused to its own requester),
+and the summary reads back what those answers wrote: incident status and assignee, approval votes.
+The failures the summary counts are the fakes' deliberate faults, and it says so.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from sqlalchemy import func, select, update
 
-from herald import db, directory, migrate
-from herald.models import TERMINAL_DELIVERY, Approval, Delivery, Device, Event, Notification
+from herald import db, directory, migrate, safeyaml
+from herald.models import TERMINAL_DELIVERY, Approval, ApprovalVote, Delivery, Device, Event, Incident, Notification
 from herald.settings import get_settings
 
 if TYPE_CHECKING:
@@ -90,13 +95,14 @@ def _burst(run: str) -> list[Any]:
     ]
 
 
-def _responses(run: str, incident_id: int, approval_id: int) -> list[Any]:
+def _responses(run: str, incident_id: int, responder: str, approval_id: int) -> list[Any]:
+    """Answers as the app would post them: one acknowledgement, one approval, and one refused on purpose."""
     from producers import respond
 
     src: dict[str, Any] = {"source": f"herald/demo/{run}"}
     return [
-        respond("acknowledged", responder="chen", incident_id=incident_id, environment="prod",
-                comment="looking at the ERP gateway", **src),
+        respond("acknowledged", responder=responder, incident_id=incident_id, environment="prod",
+                comment="rotating the bank certificate", **src),
         respond("approved", responder="bruno", approval_id=approval_id, environment="prod", **src),  # refused
         respond("approved", responder="alice", approval_id=approval_id, environment="prod",
                 comment="reviewed the spec", **src),
@@ -136,6 +142,38 @@ def summary(ids: list[uuid.UUID]) -> dict[str, Any]:
     return {"flows": flows, "pending": _pending(ids)}
 
 
+def failed_deliveries(ids: list[uuid.UUID], faults: list[dict[str, str]]) -> dict[str, int]:
+    """Failed deliveries: on purpose (to a token the fakes refuse by design) or not."""
+    deliberate = {(f["channel"], f["token"]) for f in faults}
+    counts = {"deliberate": 0, "unexpected": 0}
+    with db.session() as s:
+        failed = (select(Device.channel, Device.token).join(Delivery, Delivery.device_id == Device.id)
+                  .where(Delivery.event_id.in_(ids), Delivery.status == "failed"))
+        for channel, token in s.execute(failed):
+            counts["deliberate" if (channel, token) in deliberate else "unexpected"] += 1
+    return counts
+
+
+def written_back(incident_ids: list[int], approval_id: int | None, answers: list[uuid.UUID]) -> dict[str, Any]:
+    """The state the answers (and the flow's recovery) wrote back, read from the database."""
+    with db.session() as s:
+        incidents = [{"id": i.id, "title": i.title, "status": i.status, "assignee": i.assignee,
+                      "escalation_stopped": i.next_escalation_at is None}
+                     for i in s.scalars(select(Incident).where(Incident.id.in_(incident_ids)).order_by(Incident.id))]
+        approval = s.get(Approval, approval_id) if approval_id is not None else None
+        votes = [{"person": v.person_id, "decision": v.decision} for v in s.scalars(
+            select(ApprovalVote).where(ApprovalVote.approval_id == approval_id).order_by(ApprovalVote.id))]
+        refused = [{"type": e.type, "responder": e.data.get("responder"),
+                    "reason": (e.enrichment or {}).get("refused")}
+                   for e in s.scalars(select(Event).where(Event.id.in_(answers), Event.status == "refused"))]
+    return {"incidents": incidents,
+            "approval": None if approval is None else {
+                "id": approval.id, "target": f"{approval.request_kind} {approval.target}",
+                "requester": approval.requester, "status": approval.status, "quorum": approval.quorum,
+                "votes": votes},
+            "refused": refused}
+
+
 def start_worker(log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
@@ -149,8 +187,39 @@ def start_worker(log_path: Path, env: dict[str, str] | None = None) -> subproces
 FLAKY_ERROR = {"fcm": "INTERNAL*1", "apns": "ServiceUnavailable*1", "webpush": "503*1"}
 
 
-def demo_directory(fakes: FakeProviders, folder: Path) -> tuple[Path, list[str]]:
-    """The sample directory with its devices pointed at the fakes; returns (file, Web Push tokens).
+# What each deliberate fault is, in the provider's words, and what herald does about it.
+FAULTS = {
+    "dead": {"fcm": "unregistered (FCM 404 UNREGISTERED)", "apns": "unregistered (APNs 410 Unregistered)",
+             "webpush": "subscription gone (Web Push 410)",
+             "then": "its deliveries fail and herald deactivates the device"},
+    "flaky": {"fcm": "one transient error (FCM 500 INTERNAL)", "apns": "one transient error (APNs 503)",
+              "webpush": "one transient error (Web Push 503)", "then": "herald retries it, and the retry is sent"},
+}
+DEV_FAULTS = {"dead": "unregistered (the development channel's dead- prefix)",
+              "flaky": "one transient error (the development channel's flaky- prefix)"}
+
+
+def _fault(channel: str, name: str, token: str, person: str, *, dev: bool) -> dict[str, str] | None:
+    """The deliberate fault a sample token's prefix stands for (dead-, flaky-), or None."""
+    kind = name.partition("-")[0]
+    if kind not in FAULTS:
+        return None
+    return {"channel": channel, "token": token, "person": person,
+            "fault": DEV_FAULTS[kind] if dev else FAULTS[kind][channel], "then": FAULTS[kind]["then"]}
+
+
+def sample_faults() -> list[dict[str, str]]:
+    """The sample directory's deliberate faults as the development channel plays them."""
+    spec, _node = safeyaml.parse(SAMPLE.read_text(), where=str(SAMPLE))
+    found = [_fault(d["channel"], d.get("token") or d.get("fid") or "", d.get("token") or d.get("fid") or "",
+                    p["id"], dev=True) for p in spec.get("people", []) for d in p.get("devices", [])]
+    return [f for f in found if f is not None]
+
+
+def demo_directory(fakes: FakeProviders, folder: Path) -> tuple[Path, list[str], list[dict[str, str]]]:
+    """The sample directory with its devices pointed at the fakes.
+
+    Returns (file, Web Push tokens, the deliberate faults: channel, token, fault, then).
 
     Every Web Push device becomes a real subscription made at the fake for herald's VAPID key, as
     a browser's ``PushManager.subscribe()`` would; FCM and APNs tokens are kept as they are, and
@@ -159,8 +228,9 @@ def demo_directory(fakes: FakeProviders, folder: Path) -> tuple[Path, list[str]]
     from workers.deliver import vapid
 
     application_server_key = vapid.b64url(vapid.public_bytes(vapid.load(fakes.keys.vapid_key_file)))
-    spec = yaml.safe_load(SAMPLE.read_text())
+    spec, _node = safeyaml.parse(SAMPLE.read_text(), where=str(SAMPLE))
     subscriptions: list[str] = []
+    faults: list[dict[str, str]] = []
     switches: dict[str, dict[str, Any]] = {n: {"dead_tokens": set(), "errors": {}} for n in FLAKY_ERROR}
     for person in spec.get("people", []):
         for device in person.get("devices", []):
@@ -177,6 +247,9 @@ def demo_directory(fakes: FakeProviders, folder: Path) -> tuple[Path, list[str]]
                 switches[channel]["dead_tokens"].add(token)
             elif name.startswith("flaky-"):
                 switches[channel]["errors"][token] = FLAKY_ERROR[channel]
+            fault = _fault(channel, name, token, person["id"], dev=False)
+            if fault is not None:
+                faults.append(fault)
 
     def configure() -> None:
         for channel, values in switches.items():
@@ -187,7 +260,7 @@ def demo_directory(fakes: FakeProviders, folder: Path) -> tuple[Path, list[str]]
     path = folder / "demo-directory.yaml"
     path.write_text("# The sample directory with its devices pointed at the demo's fakes (herald demo).\n"
                     + yaml.safe_dump(spec, sort_keys=False))
-    return path, subscriptions
+    return path, subscriptions, faults
 
 
 def fakes_report(fakes: FakeProviders, path: Path) -> dict[str, Any]:
@@ -228,20 +301,31 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
     worker_env: dict[str, str] = {f"HERALD_BACKEND_{c}": "dev" for c in ("FCM", "APNS", "WEBPUSH")}
     directory_file = SAMPLE
     subscriptions: list[str] = []
+    faults = sample_faults()  # deliberate, by token prefix; the fakes' own replace these below
+    answers: list[uuid.UUID] = []
+    incident_ids: list[int] = []
+    approval_id: int | None = None
     if not dev_channel:
         from herald.fakes import FakeProviders
 
+        # The fakes' Web Push subscriptions point at this machine: this process registers them too.
+        os.environ["HERALD_WEBPUSH_ALLOW_LOOPBACK"] = "true"
+        get_settings.cache_clear()
         fakes = FakeProviders(settings.data_dir / "demo-fakes").start_in_thread()
         worker_env = fakes.env()
-        directory_file, subscriptions = demo_directory(fakes, settings.data_dir)
+        directory_file, subscriptions, faults = demo_directory(fakes, settings.data_dir)
         if progress:
             progress(f"fakes of FCM, APNs and Web Push listening ({fakes.urls['control']})")
     with db.session() as s:
         directory.apply(directory.load(directory_file), s)
         if not dev_channel:
-            # Subscriptions made at an earlier demo's fakes died with them.
-            s.execute(update(Device).where(Device.channel == "webpush", Device.active.is_(True),
-                                           Device.token.not_in(subscriptions))
+            # Subscriptions made at an earlier demo's fakes died with them (compared by endpoint: the
+            # stored token is the subscription in herald's own normal form).
+            endpoints = {json.loads(sub)["endpoint"] for sub in subscriptions}
+            live = s.execute(select(Device.id, Device.token)
+                             .where(Device.channel == "webpush", Device.active.is_(True)))
+            stale = [ident for ident, token in live if json.loads(token)["endpoint"] not in endpoints]
+            s.execute(update(Device).where(Device.id.in_(stale))
                       .values(active=False, deactivated_reason="demo: subscription of an earlier run"))
     run_id = uuid.uuid4().hex[:8]
     log_path = settings.data_dir / "demo-worker.log"
@@ -254,15 +338,22 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
             progress(f"published {len(ids)} events; waiting for the pipeline")
         _wait(ids, deadline)
         with db.session() as s:
-            incident_id = s.scalar(select(Event.incident_id).where(Event.id == ids[3]))
+            # orders-to-erp's incident is closed by its flow.recovered; invoices-to-bank's stays open: answer it
+            incident_ids = [i for i in s.scalars(select(Event.incident_id).where(Event.id.in_([ids[3], ids[5]])))
+                            if i is not None]
+            incident_id = s.scalar(select(Event.incident_id).where(Event.id == ids[5]))
+            responder = s.scalar(select(Notification.person_id).where(Notification.event_id == ids[5])
+                                 .order_by(Notification.id).limit(1)) or "chen"  # who was paged answers
             approval_id = s.scalar(select(Approval.id).where(Approval.event_id == ids[6]))
         if incident_id is not None and approval_id is not None:
-            answers = [publish(event) for event in _responses(run_id, incident_id, approval_id)]
+            answers = [publish(event) for event in _responses(run_id, incident_id, responder, approval_id)]
             ids += answers
             if progress:
                 progress(f"published {len(answers)} answers; waiting for the pipeline")
             _wait(ids, deadline)
         result = summary(ids)
+        result["failed"] = failed_deliveries(ids, faults)
+        result["written_back"] = written_back(sorted(set(incident_ids)), approval_id, answers)
     finally:
         stop_worker(proc)
         if fakes is not None:
@@ -270,6 +361,7 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
             fakes.stop_thread()
     result["dev_output"] = settings.dev_output_path if dev_channel else None
     result["fakes"] = seen_by_fakes
+    result["deliberate_faults"] = faults
     result["fakes_seen"] = str(settings.data_dir / "demo-fakes.json") if fakes is not None else None
     result["worker_log"] = str(log_path)
     return result

@@ -145,15 +145,44 @@ def _close_incident(s: Session, row: EventRow) -> None:
     audit(s, row.source, "incident.recovered", "incident", incident.id, event_id=str(row.id))
 
 
+def _locked(s: Session, model: type[Incident] | type[Approval], ident: int) -> Any:
+    """The row with this id, locked; None when there is none (an id past bigint included)."""
+    if not 0 < ident < 2**63:
+        return None
+    return s.get(model, ident, with_for_update=True)
+
+
+def _refuse(s: Session, row: EventRow, action: str, subject_type: str, subject_id: object, reason: str) -> str:
+    """Refuse an answer for good: recorded on the event and in the audit log, never a dead letter.
+
+    A dead letter would be replayed later, when the approval or incident it names may exist:
+    an answer is judged against the state when it arrived, once.
+    """
+    audit(s, row.data["responder"], f"{action}.refused", subject_type, subject_id, reason=reason,
+          event_id=str(row.id))
+    row.status, row.status_at = "refused", utcnow()
+    row.enrichment = {"refused": reason}
+    log.warning("answer %s refused: %s", row.id, reason, extra={"event_id": str(row.id)})
+    return "refused"
+
+
 def _apply_response(s: Session, row: EventRow) -> str:
-    """Write an answer back: incident status and assignee, approval votes and quorum, audit."""
+    """Write an answer back: incident status and assignee, approval votes and quorum, audit.
+
+    An answer that cannot apply (to something that does not exist, or an action that does not fit
+    it) is refused with its reason (:func:`_refuse`), like one from a person who may not answer.
+    """
     data = row.data
     responder = data["responder"]
     action = row.type.removeprefix("response.")
     if data.get("incident_id") is not None:
-        incident = s.get(Incident, data["incident_id"], with_for_update=True)
+        incident: Incident | None = _locked(s, Incident, data["incident_id"])
         if incident is None:
-            raise PoisonMessage(f"incident {data['incident_id']} does not exist")
+            return _refuse(s, row, f"incident.{action}", "incident", data["incident_id"],
+                           f"incident {data['incident_id']} does not exist")
+        if action not in ("acknowledged", "resolved", "follow_up_requested"):
+            return _refuse(s, row, f"incident.{action}", "incident", incident.id,
+                           f"{row.type} does not apply to an incident")
         row.incident_id = incident.id
         if action == "acknowledged" and incident.status == "open":
             incident.status = "acknowledged"
@@ -164,18 +193,18 @@ def _apply_response(s: Session, row: EventRow) -> str:
             _stop_escalation(s, incident)
         elif action == "follow_up_requested":
             incident.assignee = data.get("assignee") or incident.assignee
-        elif action not in ("acknowledged",):
-            raise PoisonMessage(f"{row.type} does not apply to an incident")
         incident.updated_at = utcnow()
         audit(s, responder, f"incident.{action}", "incident", incident.id, event_id=str(row.id),
               status=incident.status, assignee=incident.assignee, comment=data.get("comment"))
         return "received"
-    approval = s.get(Approval, data["approval_id"], with_for_update=True)
-    if approval is None:
-        raise PoisonMessage(f"approval {data['approval_id']} does not exist")
     decision = {"approved": "approve", "rejected": "reject", "info_requested": "request_info"}.get(action)
+    approval: Approval | None = _locked(s, Approval, data["approval_id"])
+    if approval is None:
+        return _refuse(s, row, f"approval.{decision or action}", "approval", data["approval_id"],
+                       f"approval {data['approval_id']} does not exist")
     if decision is None:
-        raise PoisonMessage(f"{row.type} does not apply to an approval")
+        return _refuse(s, row, f"approval.{action}", "approval", approval.id,
+                       f"{row.type} does not apply to an approval")
     refused = None
     if responder == approval.requester:
         refused = "the requester cannot answer their own approval"
@@ -185,18 +214,13 @@ def _apply_response(s: Session, row: EventRow) -> str:
         approval.status, approval.decided_at = "expired", utcnow()  # expiry fails closed
         refused = "approval expired"
     if refused:
-        audit(s, responder, f"approval.{decision}.refused", "approval", approval.id, reason=refused,
-              event_id=str(row.id))
-        row.status = "refused"
-        row.enrichment = {"refused": refused}
-        return "refused"
+        return _refuse(s, row, f"approval.{decision}", "approval", approval.id, refused)
     try:
         with s.begin_nested():
             s.add(ApprovalVote(approval_id=approval.id, person_id=responder, decision=decision,
                                comment=data.get("comment")))
     except IntegrityError:
-        row.status, row.enrichment = "refused", {"refused": "this approver already answered"}
-        return "refused"
+        return _refuse(s, row, f"approval.{decision}", "approval", approval.id, "this approver already answered")
     votes = list(s.scalars(select(ApprovalVote.decision).where(ApprovalVote.approval_id == approval.id)))
     if "reject" in votes:
         approval.status, approval.decided_at = "rejected", utcnow()

@@ -1,7 +1,8 @@
 """CLI for the sweeps: ``herald credentials ...``, ``herald sweep credentials|backlog|due|purge``, ``herald status``.
 
 herald.cli registers these with :func:`register`. Exit codes as in herald.cli: 0 success;
-1 the work failed (``herald status``: a sweep is overdue or its last run failed); 2 bad input;
+1 the work failed (``herald status``: a sweep is overdue or its last run failed, or a dead letter is
+open); 2 bad input;
 3 a service herald needs is unreachable.
 """
 
@@ -257,16 +258,27 @@ def _ago(iso: str | None, now: datetime) -> str:
     return f"{seconds:.0f}s ago"
 
 
-def status(as_json: Json = False) -> None:
-    """Show when each sweep last ran, whether it is overdue, and the operations conditions raised now.
+def _last_success(row: dict[str, Any], now: datetime) -> str:
+    if row["not_yet_due"]:
+        return "never (not yet due)"
+    return _ago(row["last_ok_at"], now)
 
-    Exits 1 when a sweep is overdue (no success within twice its period) or its last run failed.
+
+def status(as_json: Json = False) -> None:
+    """Show when each sweep last ran, whether it is overdue, the operations conditions raised now, and
+    the dead letters still open (not replayed), by kind.
+
+    Exits 1 when a sweep is overdue (no success within twice its period; a sweep that has not run
+    since beat started less than that ago is "not yet due", not overdue), its last run failed, or a
+    dead letter is open (`herald deadletters list` shows them, `replay` retries them).
 
     Examples:
 
         herald status
 
         herald status --json | jq '.sweeps[] | select(.overdue)'
+
+        herald status --json | jq .dead_letters
     """
     from herald.models import utcnow
     from schedules import status as status_module
@@ -274,15 +286,17 @@ def status(as_json: Json = False) -> None:
     now = utcnow()
     sweeps = status_module.sweeps(now)
     raised = status_module.raised_conditions()
+    dead = status_module.open_dead_letters()
     if as_json:
-        _json({"sweeps": sweeps, "raised": raised})
+        _json({"sweeps": sweeps, "raised": raised, "beat_started_at": status_module.beat_started_at(),
+               "dead_letters": {"open": sum(dead.values()), "by_kind": dead}})
     else:
         table = Table("sweep", "every", "last success", "last run", "overdue")
         for row in sweeps:
             outcome = row["last_outcome"] or "-"
             if row["last_error"] and outcome == "failed":
                 outcome = f"failed: {row['last_error']}"
-            table.add_row(row["sweep"], f"{row['period_s']:g}s", _ago(row["last_ok_at"], now), outcome,
+            table.add_row(row["sweep"], f"{row['period_s']:g}s", _last_success(row, now), outcome,
                           Text("yes", style="red") if row["overdue"] else "no")
         out.print(table)
         if raised:
@@ -293,7 +307,13 @@ def status(as_json: Json = False) -> None:
             out.print(conditions)
         else:
             out.print("no operations condition raised")
-    if any(r["overdue"] or r["last_outcome"] == "failed" for r in sweeps):
+        if dead:
+            by_kind = ", ".join(f"{kind} {n}" for kind, n in sorted(dead.items()))
+            out.print(f"open dead letters: {sum(dead.values())} ({by_kind}); see herald deadletters list",
+                      markup=False, highlight=False)
+        else:
+            out.print("no open dead letter")
+    if any(r["overdue"] or r["last_outcome"] == "failed" for r in sweeps) or dead:
         raise typer.Exit(EXIT_FAILED)
 
 

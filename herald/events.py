@@ -163,6 +163,8 @@ def _types() -> dict[str, EventType]:
          "credential file unreadable"),
         ("ops.sla_breached", Flow.operations, OperationsData, Severity.critical, "SLA breached"),
         ("ops.sla_breached_cleared", Flow.operations, OperationsData, Severity.info, "SLA breach cleared"),
+        ("ops.dead_letters", Flow.operations, OperationsData, Severity.error, "work stopped in dead letters"),
+        ("ops.dead_letters_cleared", Flow.operations, OperationsData, Severity.info, "no dead letter open"),
         ("response.acknowledged", Flow.response, ResponseData, Severity.info, "acknowledged"),
         ("response.resolved", Flow.response, ResponseData, Severity.info, "resolved"),
         ("response.follow_up_requested", Flow.response, ResponseData, Severity.info,

@@ -85,7 +85,8 @@ def credential_expiring(credential: str, *, kind: Literal["certificate", "token"
 
 
 # 6. operations
-def ops_event(condition: Literal["queue_backlog", "processing_delayed", "sla_breached", "credential_unreadable"],
+def ops_event(condition: Literal["queue_backlog", "processing_delayed", "sla_breached", "credential_unreadable",
+                                 "dead_letters"],
               resource: str, *,
               environment: str, metric: str | None = None, value: float | None = None,
               threshold: float | None = None, cleared: bool = False, **fields: Any) -> Event:

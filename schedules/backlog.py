@@ -4,7 +4,8 @@ Each measure feeds a condition with hysteresis (schedules.conditions):
 
 - ``queue_backlog`` per queue: waiting plus unacknowledged messages >= HERALD_BACKLOG_DEPTH_THRESHOLD;
 - ``processing_delayed`` per queue: oldest waiting message older than HERALD_BACKLOG_AGE_THRESHOLD_S;
-- ``sla_breached`` per flow: at least one event pending longer than its SLA (schedules.sla).
+- ``sla_breached`` per flow: at least one event pending longer than its SLA (schedules.sla);
+- ``dead_letters``: at least one dead letter not replayed (schedules.conditions).
 
 Throughput (events received, deliveries sent, and per queue: events stored by ingest and attempts
 per deliver.<channel>, per minute over the last scan window) goes
@@ -24,7 +25,7 @@ from herald.models import Delivery, DeliveryAttempt, Event, utcnow
 from herald.routing import QUEUES
 from herald.settings import get_settings
 from schedules import sla
-from schedules.conditions import observe
+from schedules.conditions import observe, observe_dead_letters
 from schedules.queues import queue_stats
 from schedules.runs import Summary, run_exclusive
 
@@ -80,7 +81,8 @@ def throughput(s: Session, now: datetime, window_s: float) -> dict[str, Any]:
 def _scan(s: Session, now: datetime, queues: list[str], broker_url: str | None) -> Summary:
     window_s = max(get_settings().backlog_interval_s, 60.0)
     return {"queues": scan_queues(s, now, queues, broker_url), "flows": scan_flows(s, now),
-            "throughput": throughput(s, now, window_s)}
+            "throughput": throughput(s, now, window_s),
+            "open_dead_letters": observe_dead_letters(s, now=now, source=SOURCE)}
 
 
 def scan_backlog(now: datetime | None = None, *, queues: list[str] | None = None, broker_url: str | None = None,

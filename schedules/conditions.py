@@ -5,6 +5,9 @@ raised, nothing more is sent however long it stays over. Once back under, the co
 (one ``ops.<condition>_cleared`` event) only after it has stayed under for
 ``HERALD_BACKLOG_CLEAR_AFTER_S``: a queue hovering around its threshold does not flap.
 The state lives in ``ops_conditions``; the events go through the outbox in the sweep's transaction.
+
+``dead_letters`` is raised while any dead letter is open (not replayed): work stopped and waits for
+a person (``herald deadletters list``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from herald import deadletters
 from herald.models import OpsCondition
 from herald.settings import get_settings
 from producers.helpers import ops_event
@@ -22,7 +26,7 @@ from producers.publish import publish
 
 log = logging.getLogger(__name__)
 
-Condition = Literal["queue_backlog", "processing_delayed", "sla_breached"]
+Condition = Literal["queue_backlog", "processing_delayed", "sla_breached", "dead_letters"]
 Change = Literal["raised", "cleared"]
 
 
@@ -55,3 +59,11 @@ def observe(s: Session, condition: Condition, resource: str, value: float | None
                           cleared=change == "cleared", idempotency_key=key, source=source), session=s)
         log.warning("%s %s on %s (%s=%s, threshold %s)", condition, change, resource, metric, value, threshold)
     return change
+
+
+def observe_dead_letters(s: Session, *, now: datetime, source: str) -> dict[str, int]:
+    """Raise ``dead_letters`` while any dead letter is open; returns the open ones by kind."""
+    counts = deadletters.open_counts(s)
+    observe(s, "dead_letters", "herald", sum(counts.values()), 1, now=now, metric="open_dead_letters",
+            source=source)
+    return counts

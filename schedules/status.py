@@ -1,4 +1,10 @@
-"""What ``herald status`` shows: when each sweep last ran, whether it is overdue, what is raised."""
+"""What ``herald status`` shows: when each sweep last ran, whether it is overdue, what is raised, dead letters.
+
+A sweep is overdue once twice its period (and at least a minute more) passed since its last success,
+or, when beat started after that (or it never succeeded), since beat started: beat runs a sweep one
+period after it starts, so right after a start the hourly sweeps have not run and are not yet due.
+Beat's start is recorded by schedules.stamps as the ``beat`` row of ``sweep_runs``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from herald import db
+from herald import db, deadletters
 from herald.models import OpsCondition, SweepRun, utcnow
 from schedules.beat import entries
+from schedules.stamps import BEAT_ROW
 
 
 def overdue_after_s(period_s: float) -> float:
@@ -21,18 +28,34 @@ def sweeps(now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or utcnow()
     with db.session() as s:
         runs = {r.sweep: r for r in s.scalars(select(SweepRun))}
+    beat = runs.get(BEAT_ROW)
+    beat_started = beat.last_started_at if beat else None
     out = []
     for entry in entries():
         run = runs.get(entry.sweep)
         last_ok = run.last_ok_at if run else None
-        late = last_ok is None or now - last_ok > timedelta(seconds=overdue_after_s(entry.period_s))
+        since = max((t for t in (last_ok, beat_started) if t is not None), default=None)
+        late = since is None or now - since > timedelta(seconds=overdue_after_s(entry.period_s))
         out.append({"sweep": entry.sweep, "task": entry.task, "period_s": entry.period_s,
                     "last_ok_at": last_ok.isoformat() if last_ok else None,
                     "last_outcome": run.last_outcome if run else None,
                     "last_error": run.last_error if run else None,
                     "runs": run.runs if run else 0, "failures": run.failures if run else 0,
-                    "overdue": late, "last_summary": run.last_summary if run else {}})
+                    "overdue": late, "not_yet_due": last_ok is None and not late,
+                    "last_summary": run.last_summary if run else {}})
     return out
+
+
+def beat_started_at() -> str | None:
+    with db.session() as s:
+        started = s.scalar(select(SweepRun.last_started_at).where(SweepRun.sweep == BEAT_ROW))
+    return started.isoformat() if started else None
+
+
+def open_dead_letters() -> dict[str, int]:
+    """Dead letters not replayed, by kind (task, message, delivery)."""
+    with db.session() as s:
+        return deadletters.open_counts(s)
 
 
 def raised_conditions() -> list[dict[str, Any]]:

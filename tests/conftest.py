@@ -205,15 +205,22 @@ class Workers:
             proc.wait(timeout=30)
 
     def stop_all(self) -> None:
+        # A warm shutdown, as an operator's `kill` does: SIGTERM to the main process only, which lets its pool
+        # processes finish their tasks (SIGTERM to the whole group would kill them mid-task). Whatever is left
+        # after the grace period is killed, group and all.
         for proc in self.procs:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGTERM)
         for proc in self.procs:
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                pass
+            try:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
 
 @pytest.fixture

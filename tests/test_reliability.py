@@ -165,6 +165,10 @@ def test_redis_restarted_mid_run_every_target_still_terminal(workers: Workers) -
     assert rows(select(Delivery.status, func.count()).group_by(Delivery.status)) == [("sent", 120)]
 
 
+@pytest.mark.expect_dead_letters(r"^undecodable message", r"^unknown task 'herald.no_such_task'$",
+                                 r"^InvalidEvent", r"^PoisonMessage: not an event id", r"^TypeError: resolve\(\)")
+@pytest.mark.expect_log_errors(r"dead letter \d+: (message|task)", r"\] task herald\.\w+\[[-\w]+\] dead-lettered",
+                               r"Received unregistered task of type 'herald.no_such_task'")
 def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(workers: Workers,
                                                                       sample_directory: None) -> None:
     from herald.app import app

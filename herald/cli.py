@@ -493,6 +493,27 @@ def deadletters_replay(
     out.print(f"replayed {len(done)} dead letter(s): {', '.join(map(str, done)) or '-'}")
 
 
+@deadletters_app.command("dismiss")
+def deadletters_dismiss(
+    ids: Annotated[list[int], typer.Argument(help="Dead letter ids.")],
+) -> None:
+    """Close dead letters without replaying them (a malformed message, say, once looked at).
+
+    They no longer count as open in `herald status` nor keep the dead_letters condition raised;
+    `herald deadletters list --all` still shows them.
+
+    Example:
+
+        herald deadletters dismiss 14
+    """
+    from herald import deadletters
+
+    done = deadletters.dismiss(ids)
+    out.print(f"dismissed {len(done)} dead letter(s): {', '.join(map(str, done)) or '-'}")
+    if len(done) < len(set(ids)):
+        _fail(EXIT_BAD_INPUT, "no open dead letter with id " + ", ".join(str(i) for i in sorted(set(ids) - set(done))))
+
+
 @sweep_app.command("recover")
 def sweep_recover() -> None:
     """Re-enqueue work whose rows stalled past HERALD_STALL_DEADLINE_S (beat runs this on its period).

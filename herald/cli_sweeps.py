@@ -270,7 +270,7 @@ def status(as_json: Json = False) -> None:
 
     Exits 1 when a sweep is overdue (no success within twice its period; a sweep that has not run
     since beat started less than that ago is "not yet due", not overdue), its last run failed, or a
-    dead letter is open (`herald deadletters list` shows them, `replay` retries them).
+    dead letter is open (`herald deadletters list` shows them, `replay` retries them, `dismiss` closes them).
 
     Examples:
 

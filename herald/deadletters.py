@@ -166,3 +166,15 @@ def replay(ids: list[int] | None = None, *, include_replayed: bool = False) -> l
     for name, args in sends:
         app.send_task(name, args=args)
     return replayed
+
+
+def dismiss(ids: list[int]) -> list[int]:
+    """Close open dead letters without replaying them; returns the ids closed.
+
+    Closed is what replayed means to ``herald status`` (``replayed_at`` set); ``replay_count`` stays
+    as it was, so ``herald deadletters list --all`` tells a dismissed one from a replayed one.
+    """
+    with db.session() as s:
+        closed = s.scalars(update(DeadLetter).where(DeadLetter.id.in_(ids), DeadLetter.replayed_at.is_(None))
+                           .values(replayed_at=utcnow()).returning(DeadLetter.id)).all()
+    return sorted(closed)

@@ -76,9 +76,12 @@ def test_open_dead_letters_are_counted_by_kind_and_raise_an_operations_condition
     assert rows(select(OpsCondition.raised, OpsCondition.value).where(OpsCondition.condition == "dead_letters")) == [
         (True, 2.0)]
     assert ops_events() == ["ops.dead_letters"]
-    # when they are replayed (closed) the condition clears once it has stayed clear long enough
-    with db.session() as s:
-        s.execute(update(DeadLetter).values(replayed_at=utcnow()))
+    # when they are dealt with (dismissed here: replay would send them) the condition clears once it
+    # has stayed clear long enough
+    result = runner.invoke(app, ["deadletters", "dismiss", "1", "2"])
+    assert result.exit_code == 0 and result.stdout.startswith("dismissed 2 dead letter(s): 1, 2")
+    assert runner.invoke(app, ["deadletters", "dismiss", "1"]).exit_code == 2  # no longer open
+    assert rows(select(DeadLetter.replay_count)) == [(0,), (0,)]
     code, body = status()
     assert body["dead_letters"] == {"open": 0, "by_kind": {}} and code == 0
     assert "no open dead letter" in runner.invoke(app, ["status"]).stdout

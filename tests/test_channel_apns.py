@@ -41,9 +41,9 @@ def apns(fakes: FakeProviders, clean: None) -> Iterator[ApnsChannel]:
 
 
 def message(token: str, *, delivery_id: int = 1, environment: str = "production",
-            registered_at: datetime | None = None, severity: str = "critical") -> Message:
-    return Message(Target(delivery_id, delivery_id, token, "token", "com.example.admin", environment, 1,
-                          registered_at),
+            registered_at: datetime | None = None, severity: str = "critical", app: str = "com.example.admin"
+            ) -> Message:
+    return Message(Target(delivery_id, delivery_id, token, "token", app, environment, 1, registered_at),
                    Payload("[prod] SLA breached: edi-inbound", "lag 40 (threshold 15)", "herald://events/2",
                            {"id": "2"}),
                    severity, "sla-edi", 600)
@@ -135,3 +135,21 @@ def test_streams_a_goaway_left_unprocessed_are_resent_on_a_new_connection(fakes:
     assert [r.outcome for r in results].count("sent") == 120
     assert fakes.apns.connections - connections >= 8  # 120 requests, 15 per connection
     assert len({s["token"] for s in fakes.providers["apns"].seen if s["status"] == 200}) == 120
+
+
+def test_a_device_without_a_known_topic_fails_without_a_request(fakes: FakeProviders, apns: ApnsChannel) -> None:
+    # given a device stored before herald required a topic (app "default", not mapped)
+    [result] = apns.send([message("a1" * 32, app="default")])
+    # then it is not sent as apns-topic "default" (DeviceTokenNotForTopic on every event)
+    assert result.outcome == "permanent" and "HERALD_APNS_TOPICS" in (result.reason or "")
+    assert fakes.providers["apns"].requests == 0
+
+
+def test_an_unknown_long_reason_is_stored_short(fakes: FakeProviders, apns: ApnsChannel) -> None:
+    # given APNs (or whatever answers in its place) returns a reason of 5,000 characters with a newline
+    fakes.providers["apns"].switches.errors["long"] = "Weird\n" + "R" * 5000
+    [result] = apns.send([message("long")])
+    # then what herald keeps fits its columns (provider_status is 64 characters) on one line
+    assert result.outcome == "permanent"
+    assert len(result.provider_status or "") <= 64 and len(result.reason or "") <= 500
+    assert "\n" not in (result.provider_status or "") + (result.reason or "")

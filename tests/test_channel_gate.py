@@ -6,11 +6,9 @@ import json
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from herald.cli import app as cli
 from tests.conftest import REDIS_URL, TEST_ENV
-from workers.deliver.gate import Gate, LocalState, RedisState
+from workers.deliver.gate import Circuit, Gate, LocalState, RedisState
 from workers.deliver.payload import PayloadTooLarge, fit
 
 
@@ -53,16 +51,32 @@ def test_retry_after_blocks_every_process_until_it_passes(clean: None) -> None:
 
 def test_the_circuit_opens_probes_once_and_closes_on_success(clean: None) -> None:
     gate, other = redis_gate("t-circuit"), redis_gate("t-circuit")
-    assert gate.check().state == "closed"
-    assert gate.report(successes=0, down=3, probe=False) == 0.5  # threshold reached: open
-    assert other.check().state == "open"
+    assert gate.check("h") == Circuit("closed")
+    assert gate.report("h", answered=0, down=3, probe=False) == 0.5  # threshold reached: open
+    assert other.check("h").state == "open"
     time.sleep(0.55)
-    assert gate.check().state == "probe" and other.check().state == "open"  # one prober only
-    assert gate.report(successes=0, down=1, probe=True) == 1.0  # probe failed: twice as long
+    assert gate.check("h").state == "probe" and other.check("h").state == "open"  # one prober only
+    assert gate.report("h", answered=0, down=1, probe=True) == 1.0  # probe failed: twice as long
     time.sleep(1.05)
-    assert other.check().state == "probe"
-    other.report(successes=1, down=0, probe=True)
-    assert gate.check().state == "closed"
+    assert other.check("h").state == "probe"
+    other.report("h", answered=1, down=0, probe=True)
+    assert gate.check("h").state == "closed"
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_each_host_has_its_own_circuit_and_an_answer_from_one_never_closes_another(clean: None,
+                                                                                  shared: bool) -> None:
+    gate = redis_gate("t-hosts") if shared else Gate("t", LocalState(3, 0.5, 4.0), 3, 0, 3)
+    # given production down (its circuit open) and sandbox answering
+    assert gate.report("api.push.apple.com", answered=0, down=3, probe=False) == 0.5
+    assert gate.report("api.sandbox.push.apple.com", answered=5, down=0, probe=False) == 0.0
+    # then production stays open, sandbox closed
+    assert gate.check("api.push.apple.com").state == "open"
+    assert gate.check("api.sandbox.push.apple.com").state == "closed"
+    # and failures of one host never add up with another's: two hosts, two failures each, nothing opens
+    assert gate.report("a.example", answered=0, down=2, probe=False) == 0.0
+    assert gate.report("b.example", answered=0, down=2, probe=False) == 0.0
+    assert gate.check("a.example").state == gate.check("b.example").state == "closed"
 
 
 def test_fit_trims_the_body_then_the_title_and_fails_clearly_on_the_rest() -> None:
@@ -76,20 +90,3 @@ def test_fit_trims_the_body_then_the_title_and_fails_clearly_on_the_rest() -> No
     assert no_body["b"] == "" and no_body["t"].endswith("\u2026")
     with pytest.raises(PayloadTooLarge, match="limit 100"):
         fit(lambda t, b: encode(t, b, "x" * 200), "title", "body", 100)
-
-
-def test_devices_register_list_remove(sample_directory: None) -> None:
-    runner = CliRunner()
-    added = runner.invoke(cli, ["devices", "register", "alice", "apns", "abc123", "--environment", "sandbox",
-                                "--app", "com.example.admin"])
-    assert added.exit_code == 0, added.output
-    device_id = int(added.output.split()[-1])
-    moved = runner.invoke(cli, ["devices", "register", "bruno", "apns", "abc123", "--environment", "sandbox"])
-    assert int(moved.output.split()[-1]) == device_id  # the same token moves to bruno: duplicates collapse
-    listed = json.loads(runner.invoke(cli, ["devices", "list", "--person", "bruno", "--json"]).output)
-    assert [d["token"] for d in listed if d["channel"] == "apns"].count("abc123") == 1
-    assert runner.invoke(cli, ["devices", "remove", str(device_id)]).exit_code == 0
-    listed = json.loads(runner.invoke(cli, ["devices", "list", "--all", "--json"]).output)
-    assert [d["deactivated_reason"] for d in listed if d["id"] == device_id] == ["removed (CLI)"]
-    bad = runner.invoke(cli, ["devices", "register", "alice", "webpush", "not json"])
-    assert bad.exit_code == 2

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from herald import db, directory
 from herald.fakes import FakeProviders
-from herald.fakes.testing import running_fakes
+from herald.fakes.testing import herald_env, running_fakes
 from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, Event
 from producers import business_event, publish
 from tests.conftest import DATA_DIR, Workers, wait_until
@@ -30,14 +30,16 @@ def fakes() -> Iterator[FakeProviders]:
 
 
 @pytest.fixture
-def fake(fakes: FakeProviders, clean: None) -> FakeProviders:
+def fake(fakes: FakeProviders, clean: None) -> Iterator[FakeProviders]:
     def reset() -> None:
         for p in fakes.providers.values():
             p.reset()
         fakes.apns.environments.clear()
 
     fakes.call(reset)
-    return fakes
+    # The fake's subscriptions point at this machine: herald registers them only with this setting.
+    with herald_env({"HERALD_WEBPUSH_ALLOW_LOOPBACK": "true"}):
+        yield fakes
 
 
 def load_directory(devices: dict[str, list[dict[str, Any]]]) -> None:
@@ -58,6 +60,11 @@ def order(reference: str = "PO-1") -> Any:
                           summary=f"Order {reference} from ACME")
 
 
+# APNs device tokens are hex (herald/devices.py)
+BEN_IPHONE = "be" * 32
+DEAD_IPHONE = "de" * 32
+
+
 def statuses() -> dict[str, int]:
     return dict(rows(select(Delivery.status, func.count()).group_by(Delivery.status)))  # type: ignore[arg-type]
 
@@ -67,11 +74,11 @@ def test_one_event_reaches_fcm_apns_and_webpush_and_dead_tokens_are_pruned(fake:
     # given devices on the three channels, one of them dead at FCM and one at APNs
     sub = fake.webpush.subscribe()
     fake.providers["fcm"].switches.dead_tokens.add("fcm-dead")
-    fake.providers["apns"].switches.dead_tokens.add("apns-dead")
+    fake.providers["apns"].switches.dead_tokens.add(DEAD_IPHONE)
     load_directory({
         "ana": [{"channel": "fcm", "token": "fcm-ana"}, {"channel": "fcm", "token": "fcm-dead"}],
-        "ben": [{"channel": "apns", "token": "apns-ben", "environment": "sandbox", "app": "com.example.portal"},
-                {"channel": "apns", "token": "apns-dead"}],
+        "ben": [{"channel": "apns", "token": BEN_IPHONE, "environment": "sandbox", "app": "com.example.portal"},
+                {"channel": "apns", "token": DEAD_IPHONE, "app": "com.example.portal"}],
         "cy": [{"channel": "webpush", "subscription": sub}],
     })
     workers.start("all", env=fake.env(), concurrency=4, kind="threads")
@@ -81,13 +88,13 @@ def test_one_event_reaches_fcm_apns_and_webpush_and_dead_tokens_are_pruned(fake:
     # then every live device got it, through its provider, and the dead ones are deactivated
     by_token = {r.token: (r.status, r.active) for r in rows(
         select(Device.token, Delivery.status, Device.active).join(Delivery, Delivery.device_id == Device.id))}
-    assert by_token["fcm-ana"] == ("sent", True) and by_token["apns-ben"] == ("sent", True)
-    assert by_token["fcm-dead"] == ("failed", False) and by_token["apns-dead"] == ("failed", False)
+    assert by_token["fcm-ana"] == ("sent", True) and by_token[BEN_IPHONE] == ("sent", True)
+    assert by_token["fcm-dead"] == ("failed", False) and by_token[DEAD_IPHONE] == ("failed", False)
     assert [s for s, _ in by_token.values()].count("sent") == 3
     # the browser decrypted the clear text, the APNs sandbox host was used for ben
     [web] = [s for s in fake.providers["webpush"].seen if s["status"] == 201]
     assert "Order PO-1 from ACME" in web["text"]
-    assert {(s["token"], s["environment"]) for s in fake.providers["apns"].seen} >= {("apns-ben", "sandbox")}
+    assert {(s["token"], s["environment"]) for s in fake.providers["apns"].seen} >= {(BEN_IPHONE, "sandbox")}
     # and each attempt is a row with the provider's status and latency
     attempts = rows(select(DeliveryAttempt.outcome, DeliveryAttempt.provider_status, DeliveryAttempt.latency_ms))
     assert {(a.outcome, a.provider_status) for a in attempts} >= {
@@ -179,6 +186,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_only_what_was_in_fl
     assert not sent_before & resent
 
 
+@pytest.mark.expect_dead_letters("the provider refused herald's credentials")
+@pytest.mark.expect_log_errors("refused herald's credentials", "dead letter")
 def test_an_auth_error_keeps_the_token_dead_letters_the_target_and_raises_an_ops_event(
         fake: FakeProviders, workers: Workers) -> None:
     # given FCM refuses herald's APNs credentials for one target (THIRD_PARTY_AUTH_ERROR)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from herald.fakes import FakeProviders
 from herald.fakes.testing import herald_env, running_fakes
 from workers.deliver import vapid
+from workers.deliver import webpush as webpush_module
 from workers.deliver.base import Message, Payload, Target
+from workers.deliver.sender import MAX_ANSWER_CHARS
 from workers.deliver.webpush import ERRORS, MAX_CLEARTEXT_BYTES, WebPushChannel
 
 
@@ -106,3 +113,114 @@ def test_a_long_body_is_trimmed_to_fit_the_encrypted_record(fakes: FakeProviders
     assert result.outcome == "sent"
     text = list(fakes.providers["webpush"].seen)[-1]["text"]
     assert len(text.encode()) <= MAX_CLEARTEXT_BYTES and json.loads(text)["body"].endswith("\u2026")
+
+
+# --- where herald may POST: an endpoint is someone else's URL (issue 7) ----------------------------
+
+
+class Internal(BaseHTTPRequestHandler):
+    """An internal service on this machine: /redirect sends a 307 to /secret, which answers a huge 500."""
+
+    hits: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.hits.append(self.path)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/redirect"):
+            self.send_response(307)
+            self.send_header("Location", "/secret")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = ("internal error\n\x1b[31mdb password=hunter2\x1b[0m " + "x" * 200_000).encode()
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def internal() -> Iterator[str]:
+    Internal.hits = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Internal)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def subscription_at(endpoint: str, fakes: FakeProviders, key: str) -> dict[str, Any]:
+    sub = fakes.call(lambda: fakes.webpush.subscribe(application_server_key=key))
+    return {**sub, "endpoint": endpoint}
+
+
+def test_a_redirect_is_not_followed(fakes: FakeProviders, webpush: WebPushChannel, internal: str) -> None:
+    # given an endpoint that answers 307 towards an internal service (loopback allowed, as for the fakes)
+    [result] = webpush.send([message(subscription_at(f"{internal}/redirect", fakes, webpush.vapid.public))])
+    # then herald never reaches the internal service, and says why it stopped
+    assert Internal.hits == ["/redirect"]
+    assert result.outcome == "permanent" and result.provider_status == "307"
+    assert "redirect" in (result.reason or "")
+
+
+def test_what_a_service_answered_is_stored_short_and_on_one_line(fakes: FakeProviders, webpush: WebPushChannel,
+                                                                 internal: str) -> None:
+    [result] = webpush.send([message(subscription_at(f"{internal}/secret", fakes, webpush.vapid.public))])
+    assert result.outcome == "transient" and result.provider_status == "500"
+    reason = result.reason or ""
+    assert reason.startswith("500: internal error") and len(reason) <= MAX_ANSWER_CHARS + 100
+    assert "\n" not in reason and "\x1b" not in reason
+
+
+@pytest.mark.parametrize("endpoint", ["https://169.254.169.254/latest/meta-data", "https://10.1.2.3/push",
+                                      "http://push.example.com/push", "file:///etc/passwd"])
+def test_an_endpoint_stored_before_the_checks_is_refused_at_send_time(fakes: FakeProviders, webpush: WebPushChannel,
+                                                                      endpoint: str) -> None:
+    # given a subscription row written before herald checked endpoints (no door accepts it today)
+    [result] = webpush.send([message(subscription_at(endpoint, fakes, webpush.vapid.public))])
+    # then nothing is sent and the device is deactivated
+    assert result.outcome == "invalid_token" and result.provider_status == "refused"
+    assert fakes.providers["webpush"].requests == 0
+
+
+def test_loopback_is_refused_at_send_time_without_the_setting(fakes: FakeProviders, clean: None,
+                                                                internal: str) -> None:
+    with herald_env({**fakes.env(), "HERALD_WEBPUSH_ALLOW_LOOPBACK": "false"}):
+        channel = WebPushChannel()
+        try:
+            [result] = channel.send([message(subscription_at(f"{internal}/secret", fakes, channel.vapid.public))])
+        finally:
+            channel.close()
+    assert result.outcome == "invalid_token" and "loopback" in (result.reason or "")
+    assert Internal.hits == []
+
+
+class InternalDns(AbstractResolver):
+    """A DNS answer pointing a public-looking name at an internal address (rebinding)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [{"hostname": host, "host": "10.20.30.40", "port": port, "family": socket.AF_INET, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_host_name_that_resolves_to_an_internal_address_is_refused_at_send_time(
+        fakes: FakeProviders, webpush: WebPushChannel, monkeypatch: pytest.MonkeyPatch) -> None:
+    dns = InternalDns()
+    monkeypatch.setattr(webpush_module.aiohttp, "DefaultResolver", lambda: dns)
+    webpush.close()  # the next send opens a session with the resolver above
+    [result] = webpush.send([message(subscription_at("https://push.example.com/push/1", fakes,
+                                                     webpush.vapid.public))])
+    assert dns.asked == ["push.example.com"]
+    assert result.outcome == "permanent" and "10.20.30.40" in (result.reason or "")

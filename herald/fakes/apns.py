@@ -3,7 +3,9 @@
 Faithful where clients break: a success is a HEADERS frame with ``:status 200``, ``apns-id`` and
 END_STREAM, and no DATA frame (an ASGI server would send an empty one, which aioapns chokes on);
 an error is HEADERS then one DATA frame of JSON ``{"reason": ...}`` (with ``timestamp`` for 410).
-A switch sends GOAWAY after N requests on a connection, as APNs and hypercorn do.
+A switch sends GOAWAY after N requests on a connection, as APNs and hypercorn do. Sandbox and
+production are separate listeners ("apns_sandbox" and "apns" in the switches' ``hang_s`` and
+``refused``), so one can stall or be gone while the other answers.
 https://developer.apple.com/documentation/usernotifications/handling-notification-responses-from-apns
 """
 
@@ -35,6 +37,7 @@ REASONS: dict[str, int] = {
     "Unregistered": 410, "PayloadTooLarge": 413, "TooManyProviderTokenUpdates": 429, "TooManyRequests": 429,
     "InternalServerError": 500, "ServiceUnavailable": 503, "Shutdown": 503,
 }
+HOSTS = {"production": "apns", "sandbox": "apns_sandbox"}  # environment -> listener name
 PUSH_TYPES = {"alert", "background", "location", "voip", "complication", "fileprovider", "mdm",
               "liveactivity", "pushtotalk"}
 
@@ -52,6 +55,7 @@ class FakeApns:
         self.unregistered_at_ms: int | None = None  # 410 timestamp (default: now)
         self.provider_tokens: dict[str, int] = {}  # token -> requests that used it
         self.connections = 0
+        self.live: set[ApnsProtocol] = set()  # open connections, dropped when their host is refused
         self._verified: dict[str, float] = {}
 
     def check_token(self, header: str | None) -> str | None:
@@ -84,6 +88,9 @@ class FakeApns:
         try:
             if p.switches.latency_ms:
                 await asyncio.sleep(p.switches.latency_ms / 1000)
+            hang = p.switches.hang_s.get(HOSTS[environment], 0.0)
+            if hang:
+                await asyncio.sleep(hang)  # accepted, answered late: the client has given up by then
             status, answer = self._decide(environment, headers, body)
         finally:
             p.leave()
@@ -167,6 +174,7 @@ class ApnsProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.fake.connections += 1
+        self.fake.live.add(self)
         self.conn.initiate_connection()
         self.flush()
 
@@ -230,6 +238,7 @@ class ApnsProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.fake.live.discard(self)
 
 
 def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:

@@ -133,6 +133,8 @@ class FakeFcm:
         try:
             if p.switches.latency_ms:
                 await asyncio.sleep(p.switches.latency_ms / 1000)
+            if p.switches.hang_s.get("fcm"):
+                await asyncio.sleep(p.switches.hang_s["fcm"])  # accepted, answered late
             return await self._answer(request)
         finally:
             p.leave()

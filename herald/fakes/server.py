@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,7 +43,11 @@ class FakeProviders:
         self.webpush = FakeWebPush(self.providers["webpush"])
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
-        self._servers: list[asyncio.AbstractServer] = []
+        # Provider hosts by listener name, so a "refused" switch can stop one and start it again.
+        self._sites: dict[str, tuple[web.AppRunner, web.TCPSite]] = {}
+        self._apns_servers: dict[str, asyncio.Server] = {}
+        self._closed: set[str] = set()
+        self._watch: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -57,8 +62,66 @@ class FakeProviders:
         site = web.TCPSite(runner, self.host, self._port(name), backlog=1024)
         await site.start()
         self._runners.append(runner)
+        self._sites[name] = (runner, site)
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return f"http://{self.host}:{port}"
+
+    async def _apns_listener(self, name: str, port: int) -> asyncio.Server:
+        assert self._loop is not None
+        environment = "sandbox" if name == "apns_sandbox" else "production"
+        context = server_context(str(self.keys.cert_file), str(self.keys.cert_key_file))
+        server = await self._loop.create_server(functools.partial(ApnsProtocol, self.apns, environment),
+                                                self.host, port, ssl=context, backlog=1024)
+        self._apns_servers[name] = server
+        return server
+
+    def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait until every host listens, or refuses, as the "refused" switches say (tests call it)."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.call(lambda: self._closed == self._refused() & (set(self._sites) | set(self._apns_servers))):
+                return
+            time.sleep(0.01)
+        raise TimeoutError("the fakes' listeners did not follow their switches")
+
+    def _refused(self) -> set[str]:
+        return set().union(*(p.switches.refused for p in self.providers.values()))
+
+    async def _watch_refused(self) -> None:
+        """Keep each host listening or not as the "refused" switches say (checked every 20 ms)."""
+        while True:
+            wanted = self._refused() & (set(self._sites) | set(self._apns_servers)) - {"control"}
+            for name in wanted - self._closed:
+                await self._close_host(name)
+            for name in self._closed - wanted:
+                await self._open_host(name)
+            await asyncio.sleep(0.02)
+
+    async def _close_host(self, name: str) -> None:
+        self._closed.add(name)
+        if name in self._apns_servers:
+            self._apns_servers[name].close()
+            environment = "sandbox" if name == "apns_sandbox" else "production"
+            for protocol in list(self.apns.live):
+                if protocol.environment == environment and protocol.transport is not None:
+                    protocol.transport.abort()
+            return
+        runner, site = self._sites[name]
+        await site.stop()
+        for handler in list(runner.server.connections if runner.server else []):
+            if handler.transport is not None:
+                handler.transport.abort()
+
+    async def _open_host(self, name: str) -> None:
+        port = int(self.urls[name].rsplit(":", 1)[1])
+        if name in self._apns_servers:
+            await self._apns_listener(name, port)
+        else:
+            runner, _ = self._sites[name]
+            site = web.TCPSite(runner, self.host, port, backlog=1024)
+            await site.start()
+            self._sites[name] = (runner, site)
+        self._closed.discard(name)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -67,16 +130,16 @@ class FakeProviders:
         fake_keys.set_token_uri(self.keys, self.fcm.token_uri)
         self.urls["webpush"] = await self._serve_app(self.webpush.app(), "webpush")
         self.webpush.base_url = self.urls["webpush"]
-        context = server_context(str(self.keys.cert_file), str(self.keys.cert_key_file))
-        for name, environment in (("apns", "production"), ("apns_sandbox", "sandbox")):
-            server = await self._loop.create_server(functools.partial(ApnsProtocol, self.apns, environment),
-                                                    self.host, self._port(name), ssl=context, backlog=1024)
-            self._servers.append(server)
+        for name in ("apns", "apns_sandbox"):
+            server = await self._apns_listener(name, self._port(name))
             self.urls[name] = f"https://{self.host}:{server.sockets[0].getsockname()[1]}"
         self.urls["control"] = await self._serve_app(self.control_app(), "control")
+        self._watch = asyncio.ensure_future(self._watch_refused())
 
     async def stop(self) -> None:
-        for server in self._servers:
+        if self._watch is not None:
+            self._watch.cancel()
+        for server in self._apns_servers.values():
             server.close()
         for runner in self._runners:
             await runner.cleanup()
@@ -130,6 +193,8 @@ class FakeProviders:
             "HERALD_APNS_CA_FILE": str(self.keys.ca_file),
             "HERALD_WEBPUSH_VAPID_KEY_FILE": str(self.keys.vapid_key_file),
             "HERALD_WEBPUSH_VAPID_SUBJECT": "mailto:push-admin@example.com",
+            # The Web Push fake's subscriptions point at this machine; herald refuses that by default.
+            "HERALD_WEBPUSH_ALLOW_LOOPBACK": "true",
         }
 
     def write_env(self) -> Path:

@@ -23,6 +23,11 @@ class Switches:
     throttle: int = 0  # the next N requests get 429 with Retry-After
     retry_after_s: float = 1.0
     outage_until: float = 0.0  # epoch seconds: until then every request gets "unavailable"
+    # Faults of one host, by listener name ("fcm", "webpush", "apns" for production, "apns_sandbox"):
+    # a hang holds every request that long before answering it (a provider that accepts and stalls);
+    # a refused host listens no more and drops its open connections (a provider that is gone).
+    hang_s: dict[str, float] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)
 
     def outage(self, seconds: float) -> None:
         self.outage_until = time.time() + seconds
@@ -31,8 +36,8 @@ class Switches:
         for key, value in values.items():
             if key == "outage_s":
                 self.outage(float(value))
-            elif key == "dead_tokens":
-                self.dead_tokens = set(value)
+            elif key in ("dead_tokens", "refused"):
+                setattr(self, key, set(value))
             elif hasattr(self, key):
                 setattr(self, key, value)
             else:
@@ -41,7 +46,8 @@ class Switches:
     def as_json(self) -> dict[str, Any]:
         return {"latency_ms": self.latency_ms, "error_rate": self.error_rate,
                 "dead_tokens": sorted(self.dead_tokens), "errors": self.errors, "throttle": self.throttle,
-                "retry_after_s": self.retry_after_s, "outage_until": self.outage_until}
+                "retry_after_s": self.retry_after_s, "outage_until": self.outage_until,
+                "hang_s": self.hang_s, "refused": sorted(self.refused)}
 
 
 @dataclass

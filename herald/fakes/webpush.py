@@ -66,6 +66,8 @@ class FakeWebPush:
         try:
             if p.switches.latency_ms:
                 await asyncio.sleep(p.switches.latency_ms / 1000)
+            if p.switches.hang_s.get("webpush"):
+                await asyncio.sleep(p.switches.hang_s["webpush"])  # accepted, answered late
             status, reason, text = await self._answer(request)
             p.record(token=request.match_info["sub"], status=status, reason=reason, text=text,
                      ttl=request.headers.get("TTL"), urgency=request.headers.get("Urgency"),

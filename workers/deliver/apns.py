@@ -24,11 +24,20 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from herald.devices import apns_topic
 from herald.settings import get_settings
 from workers.deliver.base import Message, Result
 from workers.deliver.h2client import NotProcessed, Pool, Response
 from workers.deliver.payload import PayloadTooLarge, fit
-from workers.deliver.sender import ProviderChannel, Rule, apply_rule, retry_after, with_latency
+from workers.deliver.sender import (
+    ProviderChannel,
+    Rule,
+    apply_rule,
+    connection_failed,
+    provider_text,
+    retry_after,
+    with_latency,
+)
 
 FREEZE_AFTER_TOO_MANY_UPDATES_S = 20 * 60
 MIN_FORCED_REFRESH_S = 1.0  # never regenerate twice within a second, however many 403s arrive
@@ -175,13 +184,17 @@ class ApnsChannel(ProviderChannel):
             await pool.close()
         self.pools = {}
 
-    async def post(self, environment: str, message: Message, body: bytes) -> tuple[Response, str]:
+    def host(self, message: Message) -> str:
+        # Sandbox and production are two hosts, two circuits: one can be down while the other answers.
+        return urlsplit(self.urls["sandbox" if message.target.environment == "sandbox" else "production"]).netloc
+
+    async def post(self, environment: str, message: Message, body: bytes, topic: str) -> tuple[Response, str]:
         pool = self.pools["sandbox" if environment == "sandbox" else "production"]
         token = self.token.current()
         headers = [(":method", "POST"), (":scheme", "https"), (":authority", pool.host),
                    (":path", f"/3/device/{message.target.token}"),
                    ("authorization", f"bearer {token}"),
-                   ("apns-topic", self.topics.get(message.target.app, message.target.app)),
+                   ("apns-topic", topic),
                    ("apns-push-type", "alert"),
                    ("apns-priority", PRIORITY.get(message.severity, "5")),
                    ("apns-expiration", str(int(time.time()) + message.ttl_s))]
@@ -195,7 +208,11 @@ class ApnsChannel(ProviderChannel):
             answer = json.loads(response.body or b"{}")
         except ValueError:
             return None, None
-        return answer.get("reason"), answer.get("timestamp")
+        if not isinstance(answer, dict):
+            return None, None
+        reason, stamp = answer.get("reason"), answer.get("timestamp")
+        return (provider_text(reason, 64) if isinstance(reason, str) else None,
+                stamp if isinstance(stamp, int) else None)
 
     async def send_one(self, message: Message) -> tuple[Result, Rule | None]:
         target = message.target
@@ -205,30 +222,34 @@ class ApnsChannel(ProviderChannel):
             body = encode(message)
         except PayloadTooLarge as exc:
             return Result(did, "permanent", None, str(exc)), None
+        topic = apns_topic(target.app, self.topics)
+        if topic is None:
+            # Registered before herald required a known topic: every send would be DeviceTokenNotForTopic.
+            return Result(did, "permanent", None, f"no apns-topic for app {provider_text(target.app, 128)!r}: "
+                          "map it in HERALD_APNS_TOPICS or register the device with its bundle id"), None
         environment = target.environment
         try:
-            response, used = await self.post(environment, message, body)
+            response, used = await self.post(environment, message, body, topic)
             reason, stamp = self.reason(response)
             if response.status == 403 and reason == "ExpiredProviderToken":
                 self.token.expired(used)
-                response, used = await self.post(environment, message, body)
+                response, used = await self.post(environment, message, body, topic)
                 reason, stamp = self.reason(response)
             if response.status == 400 and reason == "BadDeviceToken":
                 # A sandbox token sent to production (or the reverse) is BadDeviceToken too:
                 # try the other host before deactivating anything.
                 other = "production" if environment == "sandbox" else "sandbox"
-                second, _ = await self.post(other, message, body)
+                second, _ = await self.post(other, message, body, topic)
                 if second.status == 200:
                     return with_latency(Result(did, "sent", "200", f"token is {other}: device corrected",
                                                environment=other), started), None
         except (NotProcessed, OSError, TimeoutError, ssl.SSLError) as exc:
-            return with_latency(Result(did, "transient", None, f"connection: {type(exc).__name__}: {exc}"[:500]),
-                                started), None
+            return connection_failed(did, exc, started), None
         if response.status == 200:
             return with_latency(Result(did, "sent", "200", None), started), None
         key, rule = classify(response.status, reason)
-        if key in ("Unregistered", "ExpiredToken") and stamp and target.registered_at is not None \
-                and target.registered_at.timestamp() * 1000 > stamp:
+        if key in ("Unregistered", "ExpiredToken") and isinstance(stamp, int | float) \
+                and target.device_registered_at is not None and target.device_registered_at.timestamp() * 1000 > stamp:
             key, rule = "Unregistered:reregistered", ERRORS["Unregistered:reregistered"]
         if key == "TooManyProviderTokenUpdates":
             self.token.freeze()

@@ -24,8 +24,9 @@ class Target:
     app: str
     environment: str
     attempt: int
-    # APNs: a 410 older than the registration must not deactivate the re-registered token.
-    registered_at: datetime | None = None
+    # APNs: a 410 older than the device's own last registration leaves the token active. Only the
+    # device registering itself counts (producer, CLI, API), never the directory file's bookkeeping.
+    device_registered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Result:
     retry_after_s: float | None = None
     # APNs: the token answered on the other host (sandbox vs production): herald corrects the device.
     environment: str | None = None
+    # The circuit's half-open probe for its host, and the host gave no answer: recorded, but not
+    # counted as one of the target's attempts (a probe tests the host, not the target).
+    probe: bool = False
 
 
 class Channel(Protocol):
@@ -62,9 +66,9 @@ class Channel(Protocol):
 
     name: str
 
-    def send(self, messages: list[Message], *, probe: bool = False) -> list[Result]:
+    def send(self, messages: list[Message]) -> list[Result]:
         """Send every message; return exactly one result per message, in any order.
 
-        ``probe``: this batch tests a provider whose circuit was open (one failure reopens it).
+        A provider channel asks each host's circuit itself (workers/deliver/sender.py).
         """
         ...

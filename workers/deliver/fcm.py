@@ -25,9 +25,9 @@ import jwt
 
 from herald.settings import get_settings
 from workers.deliver.base import Message, Result
-from workers.deliver.http import HttpChannel
+from workers.deliver.http import HttpChannel, read_capped
 from workers.deliver.payload import PayloadTooLarge, fit
-from workers.deliver.sender import Rule, apply_rule, retry_after, with_latency
+from workers.deliver.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TOKEN_MARGIN_S = 300  # refresh an access token five minutes before it expires
@@ -158,10 +158,11 @@ class FcmChannel(HttpChannel):
             if force or time.time() > creds.expires_at - TOKEN_MARGIN_S:
                 form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
                         "assertion": creds.assertion()}
-                async with self.session.post(creds.token_uri, data=form) as response:
-                    answer = await response.json(content_type=None)
+                async with self.session.post(creds.token_uri, data=form, allow_redirects=False) as response:
+                    text = await read_capped(response)
                     if response.status != 200:
-                        raise PermissionError(f"OAuth token refused ({response.status}): {answer}")
+                        raise PermissionError(f"OAuth token refused ({response.status}): {provider_text(text)}")
+                    answer = json.loads(text)
                 creds.access_token = answer["access_token"]
                 creds.expires_at = time.time() + float(answer.get("expires_in", 3600))
             return creds.access_token
@@ -178,18 +179,17 @@ class FcmChannel(HttpChannel):
             creds = self._credentials(message.target.app)
             token = await self.access_token(creds)
         except (FileNotFoundError, PermissionError, KeyError, ValueError) as exc:
-            return Result(did, "auth", None, f"FCM credentials: {exc}"[:500]), None
+            return Result(did, "auth", None, provider_text(f"FCM credentials: {exc}", 500)), None
         url = f"{self.url}/v1/projects/{creds.project_id}/messages:send"
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
             try:
-                async with self.session.post(url, data=body, headers=headers) as response:
+                async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as response:
                     status = response.status
-                    text = await response.read()
+                    text = await read_capped(response)
                     wait = retry_after(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return with_latency(Result(did, "transient", None, f"connection: {type(exc).__name__}: {exc}"[:500]),
-                                    started), None
+                return connection_failed(did, exc, started), None
             if status == 200:
                 return with_latency(Result(did, "sent", "200", None), started), None
             try:

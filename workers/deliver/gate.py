@@ -10,10 +10,11 @@ Redis: the same rules then hold per process (:class:`LocalState`).
   per-second rate is a fixed one-second window counted in the same call.
 - **Retry-After**: a provider-wide "not before" time (FCM QUOTA_EXCEEDED applies to the whole
   project); no request leaves before it.
-- **Circuit**: consecutive "provider down" answers (connection errors, timeouts, 5xx) open it;
-  while open, batches are not even claimed (their targets keep their attempts); when the open
-  period ends one process sends a probe batch; success closes it, failure reopens it for twice
-  as long (bounded).
+- **Circuit**, one per provider host (APNs sandbox and production are two; each Web Push service
+  is one): consecutive "host down" answers (connection errors, timeouts, 5xx) open it; while open,
+  that host's targets are not sent (they keep their attempts); when the open period ends one
+  process sends one probe request; any answer from the host closes it, none reopens it for twice
+  as long (bounded). An answer from one host never closes another host's circuit.
 """
 
 from __future__ import annotations
@@ -99,15 +100,15 @@ class Circuit:
 
 
 class State(Protocol):
-    """Where the gate keeps its counters: Redis (shared) or this process."""
+    """Where the gate keeps its counters: Redis (shared) or this process. ``host``: a circuit's name."""
 
     def acquire(self, want: int, max_in_flight: int, rate_per_s: int) -> tuple[Lease | None, float]: ...
     def release(self, lease: Lease) -> None: ...
     def block(self, until_s: float) -> None: ...
-    def check(self) -> Circuit: ...
-    def succeeded(self) -> None: ...
-    def failed(self, count: int, *, probe: bool) -> float: ...
-    def release_probe(self) -> None: ...
+    def check(self, host: str) -> Circuit: ...
+    def succeeded(self, host: str) -> None: ...
+    def failed(self, host: str, count: int, *, probe: bool) -> float: ...
+    def release_probe(self, host: str) -> None: ...
 
 
 class RedisState:
@@ -119,9 +120,9 @@ class RedisState:
 
         self.redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         base = f"{prefix}herald:gate:{provider}:"
+        self.base = base
         self.k_leases, self.k_sizes, self.k_rate = base + "leases", base + "sizes", base + "rate:"
-        self.k_block, self.k_open, self.k_probe = base + "block", base + "open_until", base + "probe"
-        self.k_fails, self.k_period = base + "fails", base + "period"
+        self.k_block = base + "block"
         self.threshold, self.open_ms, self.max_open_ms = threshold, int(open_s * 1000), int(max_open_s * 1000)
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._check = self.redis.register_script(_CHECK)
@@ -149,20 +150,34 @@ class RedisState:
         if until_ms > current:
             self.redis.set(self.k_block, until_ms, px=max(1, until_ms - int(time.time() * 1000)) + 1000)
 
-    def check(self) -> Circuit:
-        state, wait_ms = self._check(keys=[self.k_open, self.k_probe], args=[int(LEASE_TTL_S * 1000)])
+    def _circuit(self, host: str) -> dict[str, str]:
+        base = f"{self.base}circuit:{host}:"
+        return {name: base + name for name in ("open_until", "probe", "fails", "period")}
+
+    def check(self, host: str) -> Circuit:
+        k = self._circuit(host)
+        state, wait_ms = self._check(keys=[k["open_until"], k["probe"]], args=[int(LEASE_TTL_S * 1000)])
         return Circuit(("closed", "open", "probe")[int(state)], int(wait_ms) / 1000)
 
-    def succeeded(self) -> None:
-        self.redis.delete(self.k_fails, self.k_open, self.k_period, self.k_probe)
+    def succeeded(self, host: str) -> None:
+        self.redis.delete(*self._circuit(host).values())
 
-    def release_probe(self) -> None:
-        self.redis.delete(self.k_probe)
+    def release_probe(self, host: str) -> None:
+        self.redis.delete(self._circuit(host)["probe"])
 
-    def failed(self, count: int, *, probe: bool) -> float:
-        period = self._failed(keys=[self.k_fails, self.k_open, self.k_period, self.k_probe],
+    def failed(self, host: str, count: int, *, probe: bool) -> float:
+        k = self._circuit(host)
+        period = self._failed(keys=[k["fails"], k["open_until"], k["period"], k["probe"]],
                               args=[self.threshold, self.open_ms, self.max_open_ms, int(probe), count])
         return int(period) / 1000
+
+
+@dataclass
+class _LocalCircuit:
+    open_until: float = 0.0
+    period: float = 0.0
+    fails: int = 0
+    probing: bool = False
 
 
 class LocalState:
@@ -173,10 +188,7 @@ class LocalState:
         self.in_flight = 0
         self.window, self.window_used = 0, 0
         self.blocked_until = 0.0
-        self.open_until = 0.0
-        self.period = 0.0
-        self.fails = 0
-        self.probing = False
+        self.circuits: dict[str, _LocalCircuit] = {}
         self.threshold, self.open_s, self.max_open_s = threshold, open_s, max_open_s
 
     def acquire(self, want: int, max_in_flight: int, rate_per_s: int) -> tuple[Lease | None, float]:
@@ -206,35 +218,37 @@ class LocalState:
         with self.lock:
             self.blocked_until = max(self.blocked_until, until_s)
 
-    def check(self) -> Circuit:
+    def check(self, host: str) -> Circuit:
         now = time.time()
         with self.lock:
-            if not self.open_until:
+            c = self.circuits.setdefault(host, _LocalCircuit())
+            if not c.open_until:
                 return Circuit("closed")
-            if self.open_until > now:
-                return Circuit("open", self.open_until - now)
-            if not self.probing:
-                self.probing = True
+            if c.open_until > now:
+                return Circuit("open", c.open_until - now)
+            if not c.probing:
+                c.probing = True
                 return Circuit("probe")
             return Circuit("open", 1.0)
 
-    def succeeded(self) -> None:
+    def succeeded(self, host: str) -> None:
         with self.lock:
-            self.fails, self.open_until, self.period, self.probing = 0, 0.0, 0.0, False
+            self.circuits.pop(host, None)
 
-    def release_probe(self) -> None:
+    def release_probe(self, host: str) -> None:
         with self.lock:
-            self.probing = False
+            self.circuits.setdefault(host, _LocalCircuit()).probing = False
 
-    def failed(self, count: int, *, probe: bool) -> float:
+    def failed(self, host: str, count: int, *, probe: bool) -> float:
         with self.lock:
-            self.fails += count
-            if self.fails < self.threshold and not probe:
+            c = self.circuits.setdefault(host, _LocalCircuit())
+            c.fails += count
+            if c.fails < self.threshold and not probe:
                 return 0.0
-            self.period = self.open_s if not self.period else min(self.period * 2, self.max_open_s)
-            self.open_until = time.time() + self.period
-            self.probing = False
-            return self.period
+            c.period = self.open_s if not c.period else min(c.period * 2, self.max_open_s)
+            c.open_until = time.time() + c.period
+            c.probing = False
+            return c.period
 
 
 class Gate:
@@ -260,23 +274,25 @@ class Gate:
         log.warning("%s asked herald to wait %.1fs", self.provider, seconds)
         self.state.block(time.time() + seconds)
 
-    def check(self) -> Circuit:
-        return self.state.check()
+    def check(self, host: str) -> Circuit:
+        """The circuit of one provider host: closed, open (with seconds left) or probe (this caller probes)."""
+        return self.state.check(host)
 
-    def release_probe(self) -> None:
-        self.state.release_probe()
+    def release_probe(self, host: str) -> None:
+        self.state.release_probe(host)
 
-    def report(self, *, successes: int, down: int, probe: bool) -> float:
-        """After a batch: close the circuit on any success; count "down" answers; returns open seconds."""
-        if successes:
+    def report(self, host: str, *, answered: int, down: int, probe: bool) -> float:
+        """After sending to ``host``: any answer from it closes its circuit; "down" results count
+        towards opening it (a failed probe reopens it at once). Returns the open period, or 0."""
+        if answered:
             if probe:
-                log.warning("%s answers again: circuit closed", self.provider)
-            self.state.succeeded()
+                log.warning("%s %s answers again: circuit closed", self.provider, host)
+            self.state.succeeded(host)
             return 0.0
         if down or probe:
-            period = self.state.failed(max(down, 1), probe=probe)
+            period = self.state.failed(host, max(down, 1), probe=probe)
             if period:
-                log.warning("%s looks down: circuit open for %.1fs", self.provider, period)
+                log.warning("%s %s looks down: circuit open for %.1fs", self.provider, host, period)
             return period
         return 0.0
 

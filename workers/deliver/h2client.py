@@ -24,6 +24,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+MAX_BODY_BYTES = 4096  # of an answer's body; the rest is dropped
+
 
 class NotProcessed(ConnectionError):
     """The server did not process this stream (GOAWAY above it, or REFUSED_STREAM): safe to resend."""
@@ -133,8 +135,9 @@ class Connection:
         elif isinstance(event, h2.events.DataReceived):
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.body += event.data
+            if stream is not None and len(stream.body) < MAX_BODY_BYTES:
+                # APNs answers a few dozen bytes of JSON; never hold more than this of any answer.
+                stream.body += event.data[:MAX_BODY_BYTES - len(stream.body)]
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None and not stream.done.done():

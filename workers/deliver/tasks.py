@@ -13,8 +13,10 @@ them through the channel, then records one attempt row per target and its new st
 - deferred: never sent (the provider asked to wait, or its circuit opened): pending again
   without spending an attempt, and no attempt row since nothing was attempted.
 
-Before claiming, the provider's circuit breaker is asked: while it is open the batch is put
-back on the retry queue untouched, so an outage spends no attempts (workers/deliver/gate.py).
+Each provider host has its own circuit breaker (APNs sandbox and production are two): while a
+host's circuit is open its targets are deferred, so an outage spends no attempts; a half-open
+probe that gets no answer is recorded but not counted as its target's attempt
+(workers/deliver/gate.py, workers/deliver/sender.py).
 
 Redelivered (at-least-once queues): targets already sent are skipped; a target left
 ``sending`` by a worker that died is resent only once its claim is older than
@@ -25,10 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
@@ -54,9 +56,7 @@ DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 TTL_S = {"info": 3600, "warning": 6 * 3600, "error": 24 * 3600, "critical": 72 * 3600}
 
 
-@cache
-def channel_for(name: str) -> Channel:
-    """The configured backend of a channel, built once per process."""
+def _build(name: str) -> Channel:
     settings = get_settings()
     backend = getattr(settings, f"backend_{name}")
     if backend == "dev":
@@ -78,6 +78,32 @@ def channel_for(name: str) -> Channel:
 
             return WebPushChannel()
     raise ValueError(f"unknown backend {backend!r} for channel {name}")
+
+
+class _Channels:
+    """The configured backend of each channel, built once per process.
+
+    A lock, not functools.cache: with a threads pool, batches that start together would each build
+    a channel (and its client session) and all but one would be dropped unclosed.
+    """
+
+    def __init__(self) -> None:
+        self.built: dict[str, Channel] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, name: str) -> Channel:
+        with self.lock:
+            if name not in self.built:
+                self.built[name] = _build(name)
+            return self.built[name]
+
+    def cache_clear(self) -> None:
+        """Forget the built channels (settings changed, or a forked child: the parent's connections)."""
+        self.built = {}
+        self.lock = threading.Lock()
+
+
+channel_for = _Channels()
 
 
 def _batch(value: str) -> uuid.UUID:
@@ -118,7 +144,7 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[
         loaded = s.execute(
             select(Delivery.id, Delivery.attempts, Delivery.notification_id, Delivery.event_id,
                    Device.id.label("device_id"), Device.token, Device.token_kind, Device.app, Device.environment,
-                   Device.registered_at, Notification.ids_only)
+                   Device.device_registered_at, Notification.ids_only)
             .join(Device, Device.id == Delivery.device_id)
             .join(Notification, Notification.id == Delivery.notification_id)
             .where(Delivery.id.in_(ids))).all()
@@ -135,7 +161,7 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[
             enrichment=e.enrichment)
         messages.append(Message(
             target=Target(r.id, r.device_id, r.token, r.token_kind, r.app, r.environment, r.attempts,
-                          r.registered_at),
+                          r.device_registered_at),
             payload=Payload(title, body, link, data), severity=e.severity,
             collapse_key=e.dedup_key, ttl_s=TTL_S.get(e.severity, 3600)))
     return messages, lost
@@ -157,6 +183,18 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
         if result.outcome == "deferred":
             # Never sent: no attempt to record, and the claim's attempt is given back.
             delay = result.retry_after_s or 1.0
+            updates.append({"id": result.delivery_id, "updated_at": now, "status": "pending",
+                            "due_at": now + timedelta(seconds=delay), "attempts": target.attempt - 1,
+                            "last_error": result.reason})
+            retry_in = delay if retry_in is None else min(retry_in, delay)
+            continue
+        if result.probe and result.outcome == "transient":
+            # The circuit's probe found its host still down: a try of the host, not of this target.
+            delay = result.retry_after_s or 1.0
+            attempts.append({"delivery_id": result.delivery_id, "attempt": target.attempt, "at": now,
+                             "outcome": "transient", "provider_status": result.provider_status,
+                             "reason": result.reason, "latency_ms": result.latency_ms,
+                             "resend": result.delivery_id in lost, "task_id": task_id})
             updates.append({"id": result.delivery_id, "updated_at": now, "status": "pending",
                             "due_at": now + timedelta(seconds=delay), "attempts": target.attempt - 1,
                             "last_error": result.reason})
@@ -239,23 +277,11 @@ def settle_notifications(s: Session, sent: list[int], *, failed: list[int], now:
 def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
     key = _batch(batch_id)
     channel = channel_for(channel_name)
-    gate = getattr(channel, "gate", None)
-    probe = False
-    if gate is not None:
-        circuit = gate.check()
-        if circuit.state == "open":
-            # The provider looks down: leave the targets untouched (no attempt spent) and come back.
-            app.send_task(f"herald.deliver.{channel_name}", args=[batch_id], queue=RETRY_QUEUE,
-                          countdown=max(circuit.wait_s, 0.2))
-            return 0
-        probe = circuit.state == "probe"
     messages, lost = claim(key, task_id)
     if not messages:
-        if gate is not None and probe:
-            gate.release_probe()  # nothing to probe with here: let another batch probe
         return 0
     started = time.perf_counter()
-    results = channel.send(messages, probe=probe)
+    results = channel.send(messages)
     retry_in = record(messages, results, lost, task_id)
     log.info("batch %s on %s: %d targets in %.0f ms", batch_id, channel_name, len(messages),
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})

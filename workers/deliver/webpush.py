@@ -11,23 +11,32 @@ re-signs VAPID on every call.
   device that is offline at that instant.
 - Urgency from severity (section 5.3), Topic from the dedup key (section 5.4: a newer message
   with the same topic replaces an undelivered older one; at most 32 URL-safe base64 characters).
+- The endpoint is a URL someone else chose: before each POST it is checked again as at
+  registration (herald/devices.py: https, no loopback, private or link-local address), and every
+  address its host name resolves to is checked by the connector's resolver, the very addresses
+  it then connects to. Redirects are not followed; what the service answered is stored cut short.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
+from herald import devices
+from herald.errors import InvalidDevice
 from herald.settings import get_settings
 from workers.deliver import vapid
 from workers.deliver.base import Message, Result
-from workers.deliver.http import HttpChannel
+from workers.deliver.http import HttpChannel, read_capped
 from workers.deliver.payload import PayloadTooLarge, fit
-from workers.deliver.sender import Rule, apply_rule, retry_after, with_latency
+from workers.deliver.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
 
 # RFC 8291 section 4: 4096 bytes of body minus 86 of header and 17 of tag and delimiter.
 MAX_CLEARTEXT_BYTES = 3993
@@ -43,14 +52,18 @@ ERRORS: dict[str, Rule] = {
     "401": Rule("auth", "VAPID token refused: subscription kept"),
     "403": Rule("auth", "VAPID key not the one the subscription was made with: subscription kept"),
     "5xx": Rule("transient", "push service unavailable: retry with backoff"),
+    "3xx": Rule("permanent", "the endpoint redirects, which no push service does: not followed"),
     "4xx": Rule("permanent", "request refused"),
+    # Checked by herald before sending: the endpoint is not one herald may POST to.
+    "endpoint": Rule("invalid_token", "endpoint refused (herald/devices.py): deactivated"),
+    "resolved": Rule("permanent", "endpoint host resolves to a non-public address: not sent, subscription kept"),
 }
 
 URGENCY = {"info": "normal", "warning": "normal", "error": "high", "critical": "high"}
 
 
 def classify(status: int) -> tuple[str, Rule]:
-    key = str(status) if str(status) in ERRORS else ("5xx" if status >= 500 else "4xx")
+    key = str(status) if str(status) in ERRORS else ("5xx" if status >= 500 else "3xx" if status < 400 else "4xx")
     return key, ERRORS[key]
 
 
@@ -77,6 +90,28 @@ def subscription(token: str) -> dict[str, Any]:
     return info
 
 
+class PublicResolver(AbstractResolver):
+    """Resolves like aiohttp's default resolver, and refuses a host with any non-public address.
+
+    The connector connects to exactly the addresses returned here, so a name that resolves to an
+    internal address is refused on every lookup, not just once at registration (DNS rebinding).
+    """
+
+    def __init__(self, allow_loopback: bool) -> None:
+        self.inner = aiohttp.DefaultResolver()
+        self.allow_loopback = allow_loopback
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        answers = await self.inner.resolve(host, port, family)
+        for answer in answers:
+            devices.check_address(answer["host"], allow_loopback=self.allow_loopback)
+        return answers
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 class WebPushChannel(HttpChannel):
     name = "webpush"
 
@@ -86,6 +121,17 @@ class WebPushChannel(HttpChannel):
             raise ValueError("HERALD_WEBPUSH_VAPID_KEY_FILE is not set (create one: herald vapid generate)")
         super().__init__(settings.webpush_max_in_flight)
         self.vapid = vapid.Vapid(vapid.load(settings.webpush_vapid_key_file), settings.webpush_vapid_subject)
+        self.allow_loopback = settings.webpush_allow_loopback
+
+    def connector_options(self) -> dict[str, Any]:
+        return {"resolver": PublicResolver(self.allow_loopback)}
+
+    def host(self, message: Message) -> str:
+        # One circuit per push service: FCM's, Mozilla's and Apple's web push are different hosts.
+        try:
+            return urlsplit(json.loads(message.target.token)["endpoint"]).netloc or "?"
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return "?"
 
     async def send_one(self, message: Message) -> tuple[Result, Rule | None]:
         assert self.session is not None
@@ -93,12 +139,15 @@ class WebPushChannel(HttpChannel):
         started = time.perf_counter()
         try:
             sub = subscription(message.target.token)
+            devices.check_endpoint(sub["endpoint"], allow_loopback=self.allow_loopback)
             body = vapid.encrypt(cleartext(message), sub["keys"]["p256dh"], sub["keys"]["auth"])
         except PayloadTooLarge as exc:
             return Result(did, "permanent", None, str(exc)), None
+        except InvalidDevice as exc:  # stored before herald checked endpoints, or the setting changed
+            return apply_rule(ERRORS["endpoint"], did, "refused", str(exc), 0, None), ERRORS["endpoint"]
         except (ValueError, KeyError, TypeError) as exc:
             # A subscription that cannot even be parsed or used as a key can never work.
-            return Result(did, "invalid_token", None, f"unusable subscription: {exc}"[:500]), None
+            return Result(did, "invalid_token", None, f"unusable subscription: {provider_text(str(exc))}"), None
         headers = {"TTL": str(max(1, message.ttl_s)), "Content-Encoding": "aes128gcm",
                    "Content-Type": "application/octet-stream",
                    "Urgency": URGENCY.get(message.severity, "normal"),
@@ -106,15 +155,18 @@ class WebPushChannel(HttpChannel):
         if message.collapse_key:
             headers["Topic"] = topic(message.collapse_key)
         try:
-            async with self.session.post(sub["endpoint"], data=body, headers=headers) as response:
+            async with self.session.post(sub["endpoint"], data=body, headers=headers,
+                                         allow_redirects=False) as response:
                 status = response.status
-                text = (await response.read())[:200].decode(errors="replace")
+                text = await read_capped(response)
                 wait = retry_after(response.headers.get("Retry-After"))
+        except InvalidDevice as exc:  # the resolver refused the addresses the host name has now
+            return with_latency(apply_rule(ERRORS["resolved"], did, "refused", str(exc), 0, None), started), \
+                ERRORS["resolved"]
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return with_latency(Result(did, "transient", None, f"connection: {type(exc).__name__}: {exc}"[:500]),
-                                started), None
+            return connection_failed(did, exc, started), None
         if status in (200, 201, 202):
             return with_latency(Result(did, "sent", str(status), None), started), None
         key, rule = classify(status)
-        return with_latency(apply_rule(rule, did, str(status), f"{status}: {text.strip()}", 0, wait),
+        return with_latency(apply_rule(rule, did, str(status), f"{status}: {provider_text(text)}", 0, wait),
                             started), rule

@@ -4,6 +4,8 @@ path keeps what Postgres cannot store as JSON; a database outage while dead-lett
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
 from typing import Any
 
@@ -13,7 +15,7 @@ from sqlalchemy import select
 from herald import db, deadletters
 from herald.models import DeadLetter
 from producers import artifact_deployed, publish
-from tests.conftest import Workers, wait_until
+from tests.conftest import _WORKER_LOGS, Workers, wait_until
 from tests.helpers import all_done, rows
 
 DEAD_DB = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
@@ -153,3 +155,22 @@ def _retry_waiting() -> bool:
     from tests.conftest import REDIS_URL, SESSION
 
     return bool(redis.Redis.from_url(REDIS_URL).llen(f"{SESSION}:retry"))
+
+
+@pytest.mark.expect_dead_letters(r"no usable id header")
+@pytest.mark.expect_log_errors(r"could not dead-letter a malformed message", r"dead letter \d+: message")
+def test_a_malformed_message_waits_out_a_database_outage(workers: Workers) -> None:
+    # given a worker whose database is down receives a malformed message
+    down = workers.start("enrich", concurrency=1, kind="solo", env={"HERALD_DATABASE_URL": DEAD_DB})
+    log = _WORKER_LOGS[-1]
+    publish_raw(json.dumps([["x"], {}, {}]), headers={"task": "herald.enrich"}, queue_name="enrich")
+    wait_until(lambda: log.exists() and "could not dead-letter" in log.read_text(),
+               message="the worker tried to dead-letter it")
+    # when that worker stops (as an operator's kill does) and one with a database takes over
+    os.kill(down.pid, signal.SIGTERM)
+    down.wait(timeout=30)
+    assert letters() == []
+    workers.start("enrich", concurrency=1, kind="solo")
+    # then the message was not dropped: it is a dead letter now
+    wait_until(lambda: len(letters()) == 1, message="the message dead-lettered once the database answers")
+    assert letters()[0].reason.startswith("task message with no usable id header")

@@ -164,12 +164,14 @@ def fakes_serve(
 ) -> None:
     """Run the FCM, APNs and Web Push fakes until interrupted; print their URLs and herald's environment.
 
-    Switches (latency, error rate, dead tokens, 429 + Retry-After, outage) change at run time
-    through the control URL, for example:
+    Switches (latency, error rate, dead tokens, 429 + Retry-After, outage, and per host a hang or a
+    refused connection) change at run time through the control URL, for example:
 
         herald fakes serve --latency-ms 50
 
         curl -XPOST localhost:8800/switches/fcm -d '{"dead_tokens": ["old"], "outage_s": 10}'
+
+        curl -XPOST localhost:8800/switches/apns -d '{"refused": ["apns"], "hang_s": {"apns_sandbox": 30}}'
 
         set -a; . .herald/fakes/fakes.env; set +a    # then start herald workers
     """

@@ -55,6 +55,13 @@ def body_problem(payload: Any) -> str | None:
         return f"kwargs is {type(kwargs).__name__}, not a mapping"
     if embed is not None and not isinstance(embed, dict):
         return f"embed is {type(embed).__name__}, not a mapping"
+    for key, value in (embed or {}).items():
+        # Celery applies these after the task ran: a malformed one would fail in the pool, unrecorded.
+        if key in ("callbacks", "errbacks", "chain") and value is not None and not (
+                isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            return f"embed {key} is not a list of signatures"
+        if key == "chord" and value is not None and not isinstance(value, dict):
+            return "embed chord is not a signature"
     return None
 
 

@@ -76,8 +76,12 @@ def test_demo_json_reports_all_seven_flows_with_nothing_pending(tmp_path: Path) 
     done = herald(embedded_env(tmp_path), "demo", "--json", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert set(result) == {"flows", "pending"}
+    assert set(result) == {"flows", "pending", "failed", "deliberate_faults", "written_back"}
     assert result["pending"] == 0
+    # every failure is one the fakes were told to make, and the answers were written back
+    assert result["failed"]["unexpected"] == 0 and result["failed"]["deliberate"] >= 1
+    assert [i["status"] for i in result["written_back"]["incidents"]] == ["resolved", "acknowledged"]
+    assert result["written_back"]["approval"]["status"] == "approved"
     assert set(result["flows"]) == {"artifact", "failure", "approval", "business", "credential", "operations",
                                     "response"}
     for flow, row in result["flows"].items():

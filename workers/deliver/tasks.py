@@ -246,13 +246,14 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
         if dead_tokens:
             s.execute(update(Device).where(Device.id.in_(dead_tokens))
                       .values(active=False, deactivated_at=now, deactivated_reason="provider: invalid token"))
-    if dead:
-        deadletters.record("delivery", f"{len(dead)} target(s): retries exhausted after "
-                           f"{settings.max_delivery_attempts} attempts",
-                           task_name=None, ref={"delivery_ids": dead})
-    if auth:
-        deadletters.record("delivery", f"{len(auth)} target(s): the provider refused herald's credentials; "
-                           "fix them, then replay", task_name=None, ref={"delivery_ids": auth})
+        # In the same transaction as the targets' `dead` state: a target is never dead without its dead letter.
+        if dead:
+            deadletters.record("delivery", f"{len(dead)} target(s): retries exhausted after "
+                               f"{settings.max_delivery_attempts} attempts",
+                               task_name=None, ref={"delivery_ids": dead}, session=s)
+        if auth:
+            deadletters.record("delivery", f"{len(auth)} target(s): the provider refused herald's credentials; "
+                               "fix them, then replay", task_name=None, ref={"delivery_ids": auth}, session=s)
     return retry_in
 
 

@@ -21,18 +21,9 @@ def fakes() -> Iterator[FakeProviders]:
         yield fakes
 
 
-def reset(fakes: FakeProviders) -> None:
-    for p in fakes.providers.values():
-        p.reset()
-    fakes.apns.token_max_age_s = 3600
-    fakes.apns.goaway_after = 0
-    fakes.apns.environments.clear()
-    fakes.apns.unregistered_at_ms = None
-
-
 @pytest.fixture
 def apns(fakes: FakeProviders, clean: None) -> Iterator[ApnsChannel]:
-    fakes.call(lambda: reset(fakes))
+    fakes.call(fakes.reset)
     with herald_env(fakes.env()):
         channel = ApnsChannel()
         channel.alert_auth = lambda reason, count: None  # type: ignore[method-assign]  # pipeline tests it

@@ -41,13 +41,7 @@ def fakes() -> Iterator[FakeProviders]:
 
 @pytest.fixture
 def fake(fakes: FakeProviders, clean: None) -> Iterator[FakeProviders]:
-    def reset() -> None:
-        for p in fakes.providers.values():
-            p.reset()
-        fakes.apns.environments.clear()
-        fakes.apns.unregistered_at_ms = None
-
-    fakes.call(reset)
+    fakes.call(fakes.reset)
     r = redis.Redis.from_url(REDIS_URL)
     for key in r.scan_iter(f"{TEST_ENV['HERALD_BROKER_KEY_PREFIX']}herald:gate:*"):
         r.delete(key)  # circuits left open by an earlier test

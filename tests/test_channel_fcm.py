@@ -21,7 +21,7 @@ def fakes() -> Iterator[FakeProviders]:
 
 @pytest.fixture
 def fcm(fakes: FakeProviders, clean: None) -> Iterator[FcmChannel]:
-    fakes.call(lambda: [p.reset() for p in fakes.providers.values()])
+    fakes.call(fakes.reset)
     with herald_env(fakes.env()):
         channel = FcmChannel()
         yield channel

@@ -31,12 +31,7 @@ def fakes() -> Iterator[FakeProviders]:
 
 @pytest.fixture
 def fake(fakes: FakeProviders, clean: None) -> Iterator[FakeProviders]:
-    def reset() -> None:
-        for p in fakes.providers.values():
-            p.reset()
-        fakes.apns.environments.clear()
-
-    fakes.call(reset)
+    fakes.call(fakes.reset)
     # The fake's subscriptions point at this machine: herald registers them only with this setting.
     with herald_env({"HERALD_WEBPUSH_ALLOW_LOOPBACK": "true"}):
         yield fakes

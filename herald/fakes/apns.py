@@ -49,14 +49,18 @@ class FakeApns:
         self.provider = provider
         self.keys = keys  # key id -> public key
         self.team_id = team_id
-        self.token_max_age_s = 3600.0  # Apple refuses provider tokens older than an hour
-        self.goaway_after = 0  # requests per connection before GOAWAY (0: never)
-        self.environments: dict[str, str] = {}  # token -> the only environment it is valid in
-        self.unregistered_at_ms: int | None = None  # 410 timestamp (default: now)
+        self.reset_switches()
         self.provider_tokens: dict[str, int] = {}  # token -> requests that used it
         self.connections = 0
         self.live: set[ApnsProtocol] = set()  # open connections, dropped when their host is refused
         self._verified: dict[str, float] = {}
+
+    def reset_switches(self) -> None:
+        """The APNs-only switches, as a fresh fake has them."""
+        self.token_max_age_s = 3600.0  # Apple refuses provider tokens older than an hour
+        self.goaway_after = 0  # requests per connection before GOAWAY (0: never)
+        self.environments: dict[str, str] = {}  # token -> the only environment it is valid in
+        self.unregistered_at_ms: int | None = None  # 410 timestamp (default: now)
 
     def check_token(self, header: str | None) -> str | None:
         """The reason a provider token is refused, or None."""

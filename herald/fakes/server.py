@@ -178,6 +178,14 @@ class FakeProviders:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
+    def reset(self) -> None:
+        """Forget every switch, what was seen and the APNs token state: a clean slate between tests.
+
+        Call it through :meth:`call` when the fakes run in a thread."""
+        for provider in self.providers.values():
+            provider.reset()
+        self.apns.reset_switches()
+
     # --- what herald needs to reach them -------------------------------------------------
 
     def env(self) -> dict[str, str]:

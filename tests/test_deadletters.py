@@ -25,6 +25,16 @@ routes:
 """
 
 
+def start_with_one_down_device(workers: Workers, *, attempts: int, concurrency: int) -> None:
+    """Olga, whose one device's provider is always unavailable, and workers allowing ``attempts`` per target."""
+    path = DATA_DIR / "down.yaml"
+    path.write_text(ONE_DOWN_DEVICE)
+    with db.session() as s:
+        directory.apply(directory.load(path), s)
+    workers.start("all", concurrency=concurrency, kind="threads",
+                  env={"HERALD_MAX_DELIVERY_ATTEMPTS": str(attempts)})
+
+
 def herald(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "herald", *args], cwd=ROOT, env=os.environ.copy(),
                           capture_output=True, text=True, timeout=60)
@@ -34,11 +44,7 @@ def herald(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.expect_log_errors(r"dead letter \d+: delivery")
 def test_transient_failures_run_out_into_a_dead_letter_that_replays(workers: Workers) -> None:
     # given a device whose provider is always unavailable, and two attempts allowed
-    path = DATA_DIR / "down.yaml"
-    path.write_text(ONE_DOWN_DEVICE)
-    with db.session() as s:
-        directory.apply(directory.load(path), s)
-    workers.start("all", concurrency=2, kind="threads", env={"HERALD_MAX_DELIVERY_ATTEMPTS": "2"})
+    start_with_one_down_device(workers, attempts=2, concurrency=2)
     event_id = publish(artifact_deployed("orders-api", kind="api", environment="dev"))
     # when the attempts run out
     wait_until(lambda: all_done([event_id]), message="target terminal")
@@ -71,11 +77,7 @@ def sends_of(delivery_id: int) -> list[str]:
 @pytest.mark.expect_log_errors(r"dead letter \d+: delivery")
 def test_replaying_a_dead_letter_again_never_resends_a_target_already_sent(workers: Workers) -> None:
     # given a target dead-lettered while its provider was down, one attempt allowed
-    path = DATA_DIR / "replay.yaml"
-    path.write_text(ONE_DOWN_DEVICE)
-    with db.session() as s:
-        directory.apply(directory.load(path), s)
-    workers.start("all", concurrency=1, kind="threads", env={"HERALD_MAX_DELIVERY_ATTEMPTS": "1"})
+    start_with_one_down_device(workers, attempts=1, concurrency=1)
     first = publish(artifact_deployed("orders-api", kind="api", environment="dev"))
     wait_until(lambda: all_done([first]), message="target dead")
     [(delivery_id, status)] = rows(select(Delivery.id, Delivery.status))

@@ -33,13 +33,16 @@ class Settings(BaseSettings):
     # pipeline
     batch_size: int = 500
     max_delivery_attempts: int = 5
-    max_task_attempts: int = 5
+    max_task_attempts: int = 5  # other transient errors (a provider's 5xx inside a task)
+    outage_deadline_s: float = 900.0  # database or broker unreachable: retried this long, not counted
     retry_base_s: float = 2.0
     retry_max_s: float = 300.0
     stall_deadline_s: float = 120.0
     escalate_after_s: float = 900.0  # an open, unacknowledged incident escalates this often
     escalation_max_level: int = 3
     recover_interval_s: float = 30.0
+    heartbeat_interval_s: float = 10.0  # each worker records that it is alive this often (herald status)
+    heartbeat_timeout_s: float = 35.0  # a pool with no heartbeat this recent is down
     outbox_relay_interval_s: float = 10.0
     outbox_grace_s: float = 30.0
 

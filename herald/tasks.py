@@ -1,22 +1,31 @@
 """The base task every herald task uses: one retry policy, one dead-letter rule.
 
-- transient errors (database or broker unreachable, a provider's 5xx) are retried on the
-  ``retry`` queue with exponential backoff and jitter, at most ``HERALD_MAX_TASK_ATTEMPTS``;
+- infrastructure errors (the database or the broker unreachable) are an outage, and an outage is waited
+  out: retried on the ``retry`` queue with exponential backoff and jitter for as long as it lasts, up
+  to ``HERALD_OUTAGE_DEADLINE_S`` (minutes) after the first failure, whatever the number of attempts;
+- other transient errors (a provider's 5xx inside a task) are retried the same way, at most
+  ``HERALD_MAX_TASK_ATTEMPTS`` times: attempts spent waiting out an outage do not count;
 - anything else (bad arguments, an invalid event, a bug) can never succeed by retrying: it is
   written to the dead-letter table with its reason and acknowledged, so a poison message never
   crash-loops a worker;
 - when that dead letter cannot be written (the database is down), the message is not acknowledged
   as if done: it is retried on the ``retry`` queue with backoff, for as long as the outage lasts, and
   when even that cannot be published (the broker is down too) it is rejected back to its queue.
+
+The two bounds travel with the message as headers (a retry is a new message): ``herald_outage_since``
+(Unix time of the first infrastructure failure of the current outage) and ``herald_failures`` (other
+transient failures so far).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 import kombu.exceptions
+import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
@@ -28,14 +37,25 @@ from herald.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-TRANSIENT: tuple[type[BaseException], ...] = (
-    TransientError,
+# The database or the broker (or the Redis the delivery gates share with it) cannot be reached: nothing is
+# wrong with the task, so it waits, bounded by time. psycopg raises OperationalError for a refused or broken
+# connection; kombu wraps the broker's connection errors in its own OperationalError.
+INFRASTRUCTURE: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+TRANSIENT: tuple[type[BaseException], ...] = (
+    TransientError,
+    *INFRASTRUCTURE,
     ConnectionError,
     TimeoutError,
 )
+
+OUTAGE_HEADER = "herald_outage_since"
+FAILURES_HEADER = "herald_failures"
 
 
 def backoff_s(attempt: int, *, retry_after_s: float | None = None) -> float:
@@ -59,19 +79,61 @@ class HeraldTask(Task):  # type: ignore[misc]
             return self.run(*args, **kwargs)
         except (Retry, Ignore, Reject):
             raise  # Celery's own control flow: not an error of the task
+        except INFRASTRUCTURE as exc:
+            return self._wait_out_outage(args, kwargs, exc)
         except TRANSIENT as exc:
-            retries = self.request.retries or 0
-            if retries + 1 >= get_settings().max_task_attempts:
-                self._dead_letter(args, kwargs, f"retries exhausted after {retries + 1} attempts: {exc!r}")
+            failures = self._failures() + 1
+            if failures >= get_settings().max_task_attempts:
+                self._dead_letter(args, kwargs, f"retries exhausted after {failures} attempts: {exc!r}")
                 return None
-            countdown = backoff_s(retries, retry_after_s=getattr(exc, "retry_after_s", None))
+            countdown = backoff_s(failures - 1, retry_after_s=getattr(exc, "retry_after_s", None))
             log.warning("task %s[%s] transient error, retry in %.1fs: %r", self.name,
                         self.request.id, countdown, exc)
-            raise self.retry(exc=exc, countdown=countdown, queue=RETRY_QUEUE,
-                             max_retries=get_settings().max_task_attempts) from exc
+            # the infrastructure answered, so whatever outage came before is over
+            self._retry(exc, countdown, {FAILURES_HEADER: failures, OUTAGE_HEADER: None})
         except Exception as exc:  # noqa: BLE001 - the whole point: never crash-loop
             self._dead_letter(args, kwargs, f"{type(exc).__name__}: {exc}")
             return None
+
+    def _wait_out_outage(self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException) -> None:
+        """The database or broker is unreachable: retry with backoff until it is back, within the deadline."""
+        now = time.time()
+        since = float(self._header(OUTAGE_HEADER, None) or now)
+        deadline_s = get_settings().outage_deadline_s
+        if now - since > deadline_s:
+            self._dead_letter(args, kwargs, f"database or broker unreachable for {now - since:.0f}s "
+                                            f"(deadline {deadline_s:g}s): {exc!r}")
+            return None
+        countdown = backoff_s(self.request.retries or 0)
+        log.warning("task %s[%s] infrastructure unreachable for %.0fs, retry in %.1fs: %r", self.name,
+                    self.request.id, now - since, countdown, exc)
+        self._retry(exc, countdown, {OUTAGE_HEADER: since, FAILURES_HEADER: self._failures()})
+
+    def _failures(self) -> int:
+        """Transient failures other than an outage so far (a message sent before the header existed: its retries)."""
+        if self._header(OUTAGE_HEADER, None) is not None:
+            return int(self._header(FAILURES_HEADER, 0))
+        return int(self._header(FAILURES_HEADER, self.request.retries or 0))
+
+    def _header(self, name: str, default: Any) -> Any:
+        # A worker puts a message's headers on the request itself; apply() keeps them in request.headers.
+        value = getattr(self.request, name, None)
+        if value is None:
+            value = (self.request.headers or {}).get(name)
+        return default if value is None else value
+
+    def _retry(self, exc: BaseException, countdown: float, headers: dict[str, Any]) -> NoReturn:
+        """Send the task to the retry queue; if that cannot be published, put the message back, never ack it."""
+        carried = {**(self.request.headers or {}), FAILURES_HEADER: self._header(FAILURES_HEADER, None),
+                   OUTAGE_HEADER: self._header(OUTAGE_HEADER, None), **headers}
+        retries = self.request.retries or 0
+        try:
+            raise self.retry(exc=exc, countdown=countdown, queue=RETRY_QUEUE, max_retries=retries + 1,
+                             headers={k: v for k, v in carried.items() if v is not None})
+        except Reject as rejected:
+            # Celery turns a retry it could not publish into a reject without requeue: that would
+            # drop the message. Put it back on its queue instead (or Redis restores it, unacked).
+            raise Reject(rejected.reason, requeue=True) from exc
 
     def _dead_letter(self, args: tuple[Any, ...], kwargs: dict[str, Any], reason: str) -> None:
         # The args are ids (or, for ingest, the event, which holds no secrets by contract).
@@ -88,13 +150,7 @@ class HeraldTask(Task):  # type: ignore[misc]
 
         No bound on purpose (an outage is waited out); the backoff is bounded by HERALD_RETRY_MAX_S.
         """
-        retries = self.request.retries or 0
-        countdown = backoff_s(retries)
+        countdown = backoff_s(self.request.retries or 0)
         log.warning("task %s[%s] could not be dead-lettered (%r): retry in %.1fs", self.name,
                     self.request.id, exc, countdown)
-        try:
-            raise self.retry(exc=exc, countdown=countdown, queue=RETRY_QUEUE, max_retries=retries + 1)
-        except Reject as rejected:
-            # Celery turns a retry it could not publish into a reject without requeue: that would
-            # drop the message. Put it back on its queue instead (or Redis restores it, unacked).
-            raise Reject(rejected.reason, requeue=True) from exc
+        self._retry(exc, countdown, {})

@@ -81,6 +81,8 @@ class Event(Base):
     status: Mapped[str] = mapped_column(String(16), default="received")
     status_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    # when the recovery sweep last re-enqueued it: once per stall, not once per sweep (schedules/recover.py)
+    recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_events_status_at", "status", "status_at"),)
 
@@ -287,6 +289,8 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(String(512))
+    # when the recovery sweep last re-enqueued its batch (schedules/recover.py)
+    recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_deliveries_status_due", "status", "due_at"),)
 
@@ -472,3 +476,17 @@ class SweepRun(Base):
     last_summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     runs: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WorkerHeartbeat(Base):
+    """One worker process, alive as long as its heartbeat is recent (herald/heartbeats.py; ``herald status``)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    node: Mapped[str] = mapped_column(String(255), primary_key=True)  # Celery's node name, pool-pid@host
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(Json)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # a warm shutdown; a killed one never says

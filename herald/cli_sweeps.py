@@ -1,8 +1,8 @@
 """CLI for the sweeps: ``herald credentials ...``, ``herald sweep credentials|backlog|due|purge``, ``herald status``.
 
 herald.cli registers these with :func:`register`. Exit codes as in herald.cli: 0 success;
-1 the work failed (``herald status``: a sweep is overdue or its last run failed, or a dead letter is
-open); 2 bad input;
+1 the work failed (``herald status``: a sweep is overdue or its last run failed, an operations condition
+is raised, a worker pool is down, or a dead letter is open); 2 bad input;
 3 a service herald needs is unreachable.
 """
 
@@ -265,18 +265,23 @@ def _last_success(row: dict[str, Any], now: datetime) -> str:
 
 
 def status(as_json: Json = False) -> None:
-    """Show when each sweep last ran, whether it is overdue, the operations conditions raised now, and
-    the dead letters still open (not replayed), by kind.
+    """Show when each sweep last ran, whether it is overdue, each worker pool and its live workers, the
+    operations conditions raised now, and the dead letters still open (not replayed), by kind.
 
     Exits 1 when a sweep is overdue (no success within twice its period; a sweep that has not run
-    since beat started less than that ago is "not yet due", not overdue), its last run failed, or a
-    dead letter is open (`herald deadletters list` shows them, `replay` retries them, `dismiss` closes them).
+    since beat started less than that ago is "not yet due", not overdue) or its last run failed, an
+    operations condition is raised (queue backlog, processing delayed, SLA breached...), a pool is down
+    (it had workers and none has sent a heartbeat within HERALD_HEARTBEAT_TIMEOUT_S; a pool no worker
+    ever ran is "not seen"), or a dead letter is open (`herald deadletters list` shows them, `replay`
+    retries them, `dismiss` closes them).
 
     Examples:
 
         herald status
 
         herald status --json | jq '.sweeps[] | select(.overdue)'
+
+        herald status --json | jq '.pools[] | select(.state == "down")'
 
         herald status --json | jq .dead_letters
     """
@@ -287,8 +292,9 @@ def status(as_json: Json = False) -> None:
     sweeps = status_module.sweeps(now)
     raised = status_module.raised_conditions()
     dead = status_module.open_dead_letters()
+    pools = status_module.pools(now)
     if as_json:
-        _json({"sweeps": sweeps, "raised": raised, "beat_started_at": status_module.beat_started_at(),
+        _json({"sweeps": sweeps, "pools": pools, "raised": raised, "beat_started_at": status_module.beat_started_at(),
                "dead_letters": {"open": sum(dead.values()), "by_kind": dead}})
     else:
         table = Table("sweep", "every", "last success", "last run", "overdue")
@@ -299,6 +305,7 @@ def status(as_json: Json = False) -> None:
             table.add_row(row["sweep"], f"{row['period_s']:g}s", _last_success(row, now), outcome,
                           Text("yes", style="red") if row["overdue"] else "no")
         out.print(table)
+        _print_pools(pools, now)
         if raised:
             conditions = Table("raised condition", "resource", "value", "threshold", "since")
             for c in raised:
@@ -313,8 +320,20 @@ def status(as_json: Json = False) -> None:
                       markup=False, highlight=False)
         else:
             out.print("no open dead letter")
-    if any(r["overdue"] or r["last_outcome"] == "failed" for r in sweeps) or dead:
+    if (any(r["overdue"] or r["last_outcome"] == "failed" for r in sweeps) or raised or dead
+            or any(p["state"] == "down" for p in pools)):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_pools(pools: list[dict[str, Any]], now: datetime) -> None:
+    table = Table("pool", "state", "live workers", "last heartbeat")
+    for p in pools:
+        state: str | Text = p["state"]
+        if p["state"] == "down":  # the last worker stopped (warm shutdown) or went silent (killed, hung)
+            state = Text(f"down ({p['last_worker']})", style="red")
+        workers = ", ".join(w["node"] for w in p["workers"]) or "-"
+        table.add_row(p["pool"], state, workers, _ago(p["last_seen"], now))
+    out.print(table)
 
 
 def register(app: typer.Typer, sweep_app: typer.Typer) -> None:

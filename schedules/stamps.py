@@ -4,7 +4,8 @@ Celery's own headers say nothing about when a message entered its queue (``eta``
 run, not when it was sent), so a ``before_task_publish`` handler adds ``herald_published_at``
 (Unix seconds) to the message headers. celeryconfig imports this module, which connects the
 handler in every process that publishes: producers, workers and beat. Beat's start goes to
-``sweep_runs`` (row ``beat``), so that ``herald status`` knows which sweeps are not yet due.
+``sweep_runs`` (row ``beat``), so that ``herald status`` knows which sweeps are not yet due. Importing
+herald.heartbeats here connects, in every worker, the heartbeat ``herald status`` lists pools from.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from typing import Any
 
 from celery.signals import beat_embedded_init, beat_init, before_task_publish
+
+import herald.heartbeats  # noqa: F401  (connects worker_ready / worker_shutdown: the workers' heartbeats)
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,12 @@ A sweep is overdue once twice its period (and at least a minute more) passed sin
 or, when beat started after that (or it never succeeded), since beat started: beat runs a sweep one
 period after it starts, so right after a start the hourly sweeps have not run and are not yet due.
 Beat's start is recorded by schedules.stamps as the ``beat`` row of ``sweep_runs``.
+
+Each worker pool (herald.routing.POOLS) is ``up`` while a worker consuming its queues has a heartbeat
+younger than ``HERALD_HEARTBEAT_TIMEOUT_S`` (herald.heartbeats), ``down`` once every worker it had
+stopped or went silent (killed, crashed, hung), and ``not seen`` when no worker ever ran it against this
+database (a deployment may leave a pool out, e.g. a channel it does not use; `herald worker --pool all`
+covers every pool).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from typing import Any
 from sqlalchemy import select
 
 from herald import db, deadletters
-from herald.models import OpsCondition, SweepRun, utcnow
+from herald.models import OpsCondition, SweepRun, WorkerHeartbeat, utcnow
+from herald.routing import POOLS
+from herald.settings import get_settings
 from schedules.beat import entries
 from schedules.stamps import BEAT_ROW
 
@@ -64,3 +72,25 @@ def raised_conditions() -> list[dict[str, Any]]:
                          .order_by(OpsCondition.condition, OpsCondition.resource))
         return [{"condition": r.condition, "resource": r.resource, "value": r.value, "threshold": r.threshold,
                  "raised_at": r.raised_at.isoformat() if r.raised_at else None} for r in rows]
+
+
+def pools(now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every pool with its live workers: ``up``, ``down`` (had workers, none live now) or ``not seen``."""
+    now = now or utcnow()
+    live_after = now - timedelta(seconds=get_settings().heartbeat_timeout_s)
+    with db.session() as s:
+        beats = list(s.scalars(select(WorkerHeartbeat).order_by(WorkerHeartbeat.node)))
+    out = []
+    for name, pool in POOLS.items():
+        mine = [b for b in beats if set(pool.queues) <= set(b.queues)]
+        live = [b for b in mine if b.stopped_at is None and b.last_seen >= live_after]
+        last = max(mine, key=lambda b: b.last_seen, default=None)
+        state = "up" if live else "down" if mine else "not seen"
+        out.append({"pool": name, "queues": list(pool.queues), "state": state,
+                    "workers": [{"node": b.node, "pid": b.pid, "hostname": b.hostname,
+                                 "started_at": b.started_at.isoformat(), "last_seen": b.last_seen.isoformat()}
+                                for b in live],
+                    "last_seen": last.last_seen.isoformat() if last else None,
+                    # why a down pool is down: its last worker stopped (warm shutdown) or went silent
+                    "last_worker": None if last is None or live else "stopped" if last.stopped_at else "silent"})
+    return out

@@ -304,7 +304,8 @@ class DeliveryAttempt(Base):
     delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # sent, transient, permanent, invalid_token, auth, lost (in flight when a worker died)
+    # sent, transient, uncertain (sent, no answer: may be delivered), permanent, invalid_token, auth,
+    # lost (in flight when a worker died); resend: a copy after an uncertain or lost one (reason says which)
     outcome: Mapped[str] = mapped_column(String(16))
     provider_status: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(512))

@@ -22,6 +22,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import hyperframe.frame
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -216,9 +217,15 @@ class ApnsProtocol(asyncio.Protocol):
         self.open_streams += 1
         asyncio.ensure_future(self.respond(stream_id, headers, bytes(body)))
         if self.fake.goaway_after and self.handled >= self.fake.goaway_after:
+            # A graceful GOAWAY (RFC 9113 section 6.8), as APNs sends: the streams up to this one are
+            # still answered, the later ones never processed. h2's close_connection() would refuse to
+            # send those answers (its state is CLOSED after a GOAWAY), so the frame is written as is.
             self.going_away = True
-            self.conn.close_connection(last_stream_id=stream_id)
             self.flush()
+            goaway = hyperframe.frame.GoAwayFrame(0)
+            goaway.last_stream_id = stream_id
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(goaway.serialize())
 
     async def respond(self, stream_id: int, headers: dict[str, str], body: bytes) -> None:
         try:

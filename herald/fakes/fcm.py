@@ -134,6 +134,7 @@ class FakeFcm:
             if p.switches.latency_ms:
                 await asyncio.sleep(p.switches.latency_ms / 1000)
             if p.switches.hang_s.get("fcm"):
+                await request.read()  # the whole request is in: what happens next is the provider's
                 await asyncio.sleep(p.switches.hang_s["fcm"])  # accepted, answered late
             return await self._answer(request)
         finally:

@@ -67,6 +67,7 @@ class FakeWebPush:
             if p.switches.latency_ms:
                 await asyncio.sleep(p.switches.latency_ms / 1000)
             if p.switches.hang_s.get("webpush"):
+                await request.read()  # the whole request is in: what happens next is the provider's
                 await asyncio.sleep(p.switches.hang_s["webpush"])  # accepted, answered late
             status, reason, text = await self._answer(request)
             p.record(token=request.match_info["sub"], status=status, reason=reason, text=text,

@@ -27,7 +27,7 @@ import jwt
 from herald.devices import apns_topic
 from herald.settings import get_settings
 from workers.deliver.base import Message, Result
-from workers.deliver.h2client import NotProcessed, Pool, Response
+from workers.deliver.h2client import NotProcessed, Pool, Response, Uncertain
 from workers.deliver.payload import PayloadTooLarge, fit
 from workers.deliver.sender import (
     ProviderChannel,
@@ -102,8 +102,8 @@ def encode(message: Message) -> bytes:
 
     def build(title: str, body: str) -> bytes:
         aps: dict[str, object] = {"alert": {"title": title, "body": body}}
-        if message.collapse_key:
-            aps["thread-id"] = message.collapse_key[:64]
+        if message.thread_key:
+            aps["thread-id"] = message.thread_key[:64]
         if message.severity == "critical":
             aps["sound"] = "default"
         return json.dumps({"aps": aps, "link": payload.link, **payload.data}, separators=(",", ":"),
@@ -243,7 +243,9 @@ class ApnsChannel(ProviderChannel):
                 if second.status == 200:
                     return with_latency(Result(did, "sent", "200", f"token is {other}: device corrected",
                                                environment=other), started), None
-        except (NotProcessed, OSError, TimeoutError, ssl.SSLError) as exc:
+        except Uncertain as exc:  # sent, no answer: APNs may have delivered it
+            return connection_failed(did, exc, started, sent=True), None
+        except (NotProcessed, OSError, TimeoutError, ssl.SSLError) as exc:  # never reached APNs
             return connection_failed(did, exc, started), None
         if response.status == 200:
             return with_latency(Result(did, "sent", "200", None), started), None

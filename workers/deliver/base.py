@@ -12,7 +12,11 @@ from typing import Literal, Protocol
 
 # deferred: not attempted at all (the provider asked to wait, or its circuit opened mid-batch);
 # the target goes back to pending without spending one of its attempts.
-Outcome = Literal["sent", "transient", "permanent", "invalid_token", "auth", "deferred"]
+# uncertain: the request was written and no answer came (a timeout, the connection lost after
+# sending): the provider may have delivered it. Retried like a transient failure, and the next
+# copy is recorded as a resend of an uncertain send. A request that certainly never left
+# (connection refused, DNS failure, an open circuit) is transient, never uncertain.
+Outcome = Literal["sent", "transient", "uncertain", "permanent", "invalid_token", "auth", "deferred"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,12 @@ class Message:
     target: Target
     payload: Payload
     severity: str
+    # Collapse id / Topic: the same for every copy of one notification (payload.collapse_key), so a
+    # provider that took an uncertain send and then its resend shows the person one notification.
     collapse_key: str | None
     ttl_s: int
+    # APNs thread-id (how Notification Center groups): the incident's dedup key, when there is one.
+    thread_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import jwt
 
 from herald.settings import get_settings
 from workers.deliver.base import Message, Result
-from workers.deliver.http import HttpChannel, read_capped
+from workers.deliver.http import HttpChannel, may_have_left, read_capped
 from workers.deliver.payload import PayloadTooLarge, fit
 from workers.deliver.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
 
@@ -180,6 +180,8 @@ class FcmChannel(HttpChannel):
             token = await self.access_token(creds)
         except (FileNotFoundError, PermissionError, KeyError, ValueError) as exc:
             return Result(did, "auth", None, provider_text(f"FCM credentials: {exc}", 500)), None
+        except (aiohttp.ClientError, TimeoutError) as exc:  # no access token: the message never left
+            return connection_failed(did, exc, started), None
         url = f"{self.url}/v1/projects/{creds.project_id}/messages:send"
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -189,7 +191,7 @@ class FcmChannel(HttpChannel):
                     text = await read_capped(response)
                     wait = retry_after(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return connection_failed(did, exc, started), None
+                return connection_failed(did, exc, started, sent=may_have_left(exc)), None
             if status == 200:
                 return with_latency(Result(did, "sent", "200", None), started), None
             try:
@@ -199,7 +201,10 @@ class FcmChannel(HttpChannel):
             key, rule = classify(status, answer)
             if status == 401 and attempt == 1:
                 # An access token can be revoked before its expiry: fetch a new one, once.
-                token = await self.access_token(creds, force=True)
+                try:
+                    token = await self.access_token(creds, force=True)
+                except (aiohttp.ClientError, TimeoutError) as exc:  # FCM refused the first copy
+                    return connection_failed(did, exc, started), None
                 continue
             message_text = (answer.get("error") or {}).get("message", "") if isinstance(answer, dict) else ""
             return with_latency(apply_rule(rule, did, f"{status} {key}", f"{key}: {message_text}", 0, wait),

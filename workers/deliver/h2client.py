@@ -9,7 +9,10 @@ long-lived TLS connections, and two rules this module exists for:
 - The server may send GOAWAY at any time (APNs does, for maintenance or after many requests).
   Streams above its ``last_stream_id`` were not processed: they fail with
   :class:`NotProcessed` and the caller resends them on a new connection, never counting a
-  failure (RFC 9113 section 6.8).
+  failure (RFC 9113 section 6.8). So does a stream reset with REFUSED_STREAM (section 8.7).
+- Anything else that ends a stream after its request was sent (no answer within the timeout, the
+  connection lost, another reset) is :class:`Uncertain`: the server may have processed it, so
+  it is never resent here; the caller records it as an uncertain send.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -29,6 +34,10 @@ MAX_BODY_BYTES = 4096  # of an answer's body; the rest is dropped
 
 class NotProcessed(ConnectionError):
     """The server did not process this stream (GOAWAY above it, or REFUSED_STREAM): safe to resend."""
+
+
+class Uncertain(ConnectionError):
+    """The request was sent and no answer came: the server may have processed it. Never resent here."""
 
 
 @dataclass
@@ -44,6 +53,23 @@ class _Stream:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)
+    sent: bool = False  # the whole request (END_STREAM) was handed to the connection
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's connection, reading on after a graceful GOAWAY.
+
+    RFC 9113 section 6.8: after a GOAWAY the server still answers the streams up to its
+    ``last_stream_id``. h2 4.x moves the connection to CLOSED on receiving one, and every later
+    frame (those very answers) raises ProtocolError: an answered request would look unanswered,
+    and be an uncertain send. herald opens no new stream on a connection going away
+    (:attr:`Connection.usable`), so the connection only stays open for reading.
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        result = super()._receive_goaway_frame(frame)
+        self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return result
 
 
 class Connection:
@@ -51,7 +77,7 @@ class Connection:
 
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext, timeout_s: float) -> None:
         self.host, self.port, self.ssl, self.timeout_s = host, port, ssl_context, timeout_s
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.h2 = _H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.streams: dict[int, _Stream] = {}
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
@@ -92,6 +118,7 @@ class Connection:
         self.sent_streams += 1
         try:
             self.h2.send_headers(stream_id, headers, end_stream=not body)
+            stream.sent = not body
             view = memoryview(body)
             while view:
                 # Flow control (RFC 9113 section 5.2): wait for WINDOW_UPDATE when the window is spent.
@@ -103,9 +130,15 @@ class Connection:
                     continue
                 chunk, view = view[:allowed], view[allowed:]
                 self.h2.send_data(stream_id, bytes(chunk), end_stream=not view)
+                stream.sent = not view
             self._flush()
-            return await asyncio.wait_for(asyncio.shield(stream.done), self.timeout_s)
+            try:
+                return await asyncio.wait_for(asyncio.shield(stream.done), self.timeout_s)
+            except TimeoutError:
+                raise Uncertain(f"no answer within {self.timeout_s:g} s after the request was sent") from None
         except h2.exceptions.ProtocolError as exc:
+            if stream.sent:
+                raise Uncertain(f"connection failed after the request was sent: {exc}") from exc
             raise NotProcessed(f"stream could not be opened: {exc}") from exc
         finally:
             self.streams.pop(stream_id, None)
@@ -124,7 +157,7 @@ class Connection:
         except (OSError, h2.exceptions.ProtocolError, ssl.SSLError):
             pass
         finally:
-            self._close(NotProcessed("connection closed before the answer"))
+            self._close("connection closed before the answer")
 
     def _on(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):
@@ -145,7 +178,10 @@ class Connection:
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.get(event.stream_id)
             if stream is not None and not stream.done.done():
-                stream.done.set_exception(NotProcessed(f"stream reset by the server ({event.error_code!r})"))
+                # Only REFUSED_STREAM promises the request was not processed (RFC 9113 section 8.7).
+                refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                kind = NotProcessed if refused or not stream.sent else Uncertain
+                stream.done.set_exception(kind(f"stream reset by the server ({event.error_code!r})"))
         elif isinstance(event, h2.events.ConnectionTerminated):
             # GOAWAY: streams above last_stream_id were never processed; the rest still finish.
             self.going_away = True
@@ -156,11 +192,12 @@ class Connection:
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self.window.set()
 
-    def _close(self, reason: Exception) -> None:
+    def _close(self, reason: str) -> None:
+        """Close, failing the open streams: a stream already sent may have been processed."""
         self.closed = True
         for stream in self.streams.values():
             if not stream.done.done():
-                stream.done.set_exception(reason)
+                stream.done.set_exception((Uncertain if stream.sent else NotProcessed)(reason))
         if self.writer is not None and not self.writer.is_closing():
             self.writer.close()
 
@@ -171,7 +208,7 @@ class Connection:
                 self._flush()
             except h2.exceptions.ProtocolError:
                 pass
-            self._close(NotProcessed("closed by herald"))
+            self._close("closed by herald")
         if self.reader_task is not None:
             self.reader_task.cancel()
 
@@ -203,7 +240,10 @@ class Pool:
             await asyncio.sleep(0.002)  # every stream slot busy: wait for one to free
 
     async def request(self, headers: list[tuple[str, str]], body: bytes, *, attempts: int = 10) -> Response:
-        """Send on a live connection; a stream the server did not process is resent on another."""
+        """Send on a live connection; a stream the server did not process is resent on another.
+
+        :class:`Uncertain` (sent, no answer) is raised to the caller, never resent here.
+        """
         for attempt in range(attempts):
             connection = await self.connection()
             try:

@@ -5,6 +5,9 @@ for httpx over HTTP/2). The session is created on the delivery loop after fork, 
 connections alive between batches, and never opens more than the provider's in-flight limit.
 Redirects are never followed (a provider does not redirect; an endpoint that does is not one) and
 no more than :data:`MAX_BODY_BYTES` of an answer is read.
+
+A failed request is either one that never left (:func:`may_have_left` is false: resending it is
+harmless) or one that may have reached the provider (``uncertain``: its resend is recorded as such).
 """
 
 from __future__ import annotations
@@ -17,6 +20,17 @@ from herald.settings import get_settings
 from workers.deliver.sender import ProviderChannel
 
 MAX_BODY_BYTES = 4096  # of an answer's body: FCM's and the push services' answers are far smaller
+
+
+def may_have_left(exc: BaseException) -> bool:
+    """Whether a request that failed with ``exc`` may have reached the provider.
+
+    aiohttp raises the connector errors (refused, DNS, TLS handshake) and ``ConnectionTimeoutError``
+    (no connection, or no free slot in the pool, within the timeout) only before it writes a byte of
+    the request; anything later (a timeout waiting for the answer, the server disconnecting, a reset)
+    comes after the request was written. aiohttp never resends a POST by itself.
+    """
+    return not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
 
 
 async def read_capped(response: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> bytes:

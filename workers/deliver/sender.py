@@ -48,9 +48,9 @@ class Rule:
 
 
 def is_down(result: Result) -> bool:
-    """A transport failure or a 5xx: evidence that the provider itself is unavailable."""
-    return result.outcome == "transient" and (result.provider_status is None
-                                              or result.provider_status.startswith("5"))
+    """A transport failure, no answer, or a 5xx: evidence that the provider itself is unavailable."""
+    return result.outcome in ("transient", "uncertain") and (result.provider_status is None
+                                                             or result.provider_status.startswith("5"))
 
 
 def provider_text(value: str | bytes | None, limit: int = MAX_ANSWER_CHARS) -> str:
@@ -72,10 +72,19 @@ def apply_rule(rule: Rule, delivery_id: int, status: str, detail: str, latency_m
                   wait if rule.outcome == "transient" else None)
 
 
-def connection_failed(delivery_id: int, exc: BaseException, started: float) -> Result:
-    """A request that got no answer: transient, and evidence that the host is down."""
-    return with_latency(Result(delivery_id, "transient", None,
-                               f"connection: {type(exc).__name__}: {provider_text(str(exc))}"), started)
+def connection_failed(delivery_id: int, exc: BaseException, started: float, *, sent: bool = False) -> Result:
+    """A request that got no answer: evidence that the host is down.
+
+    ``sent``: the request was written before the failure (a timeout waiting for the answer, the
+    connection lost after sending), so the provider may have delivered it: ``uncertain``. A request
+    that never left (refused, DNS, connect timeout) is ``transient``: resending it is harmless.
+    """
+    detail = f"{type(exc).__name__}: {provider_text(str(exc))}"
+    if sent:
+        return with_latency(Result(delivery_id, "uncertain", None,
+                                   f"no answer after the request was sent, it may have been delivered: {detail}"),
+                            started)
+    return with_latency(Result(delivery_id, "transient", None, f"connection: {detail}"), started)
 
 
 def retry_after(value: str | None) -> float | None:

@@ -6,6 +6,11 @@ them through the channel, then records one attempt row per target and its new st
 - sent: done;
 - transient: back to pending with a backoff (Retry-After honoured), re-enqueued on the
   ``retry`` queue; after ``HERALD_MAX_DELIVERY_ATTEMPTS`` it is dead-lettered;
+- uncertain: the request was sent and no answer came (a timeout, the connection lost after
+  sending), so the provider may have delivered it: retried like transient, and every later attempt
+  of that target is recorded ``resend`` with "resend after an uncertain send (attempt N)" in its
+  reason. Each copy carries the same collapse id / Topic (payload.collapse_key), so a phone that
+  got both shows one notification;
 - permanent: failed with the provider's reason, the token stays;
 - auth: herald's own credentials were refused: dead-lettered (replay once they are fixed), the
   token stays, and the channel raised an operations event;
@@ -20,7 +25,8 @@ probe that gets no answer is recorded but not counted as its target's attempt
 
 Redelivered (at-least-once queues): targets already sent are skipped; a target left
 ``sending`` by a worker that died is resent only once its claim is older than
-``HERALD_STALL_DEADLINE_S``, and the lost attempt is recorded as such.
+``HERALD_STALL_DEADLINE_S``, and the lost attempt is recorded as such (its resend too, as after
+an uncertain send).
 """
 
 from __future__ import annotations
@@ -44,13 +50,19 @@ from herald.routing import CHANNELS, RETRY_QUEUE
 from herald.settings import get_settings
 from herald.tasks import HeraldTask, backoff_s
 from workers.deliver.base import Channel, Message, Payload, Result, Target
-from workers.deliver.payload import render
+from workers.deliver.payload import collapse_key, render
+from workers.deliver.sender import MAX_REASON_CHARS
 
 log = logging.getLogger(__name__)
 
 # The tables themselves, for Core statements on the hot path (record()).
 ATTEMPTS: Table = DeliveryAttempt.__table__  # type: ignore[assignment]
 DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+
+# Attempts whose copy may have reached the provider: a later copy of the target is a resend.
+UNCERTAIN = ("uncertain", "lost")
+# Outcomes retried with backoff until HERALD_MAX_DELIVERY_ATTEMPTS.
+RETRIED = ("transient", "uncertain")
 
 # Time to live per severity: a stale "artifact deployed" is noise, a critical alert is not.
 TTL_S = {"info": 3600, "warning": 6 * 3600, "error": 24 * 3600, "critical": 72 * 3600}
@@ -113,8 +125,12 @@ def _batch(value: str) -> uuid.UUID:
         raise PoisonMessage(f"not a batch id: {value!r}") from None
 
 
-def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[int]]:
-    """Mark the batch's due targets ``sending`` and build their messages."""
+def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], dict[int, str]]:
+    """Mark the batch's due targets ``sending`` and build their messages.
+
+    Also returns the resends: the targets an earlier copy of which may have reached the provider
+    (an ``uncertain`` attempt, or one ``lost`` with its worker), with why, for their attempt rows.
+    """
     settings = get_settings()
     now = utcnow()
     stale = now - timedelta(seconds=settings.stall_deadline_s)
@@ -126,14 +142,14 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[
             query = query.with_for_update(skip_locked=True)
         rows = s.execute(query).all()
         if not rows:
-            return [], set()
+            return [], {}
         # The UPDATE checks the condition again: where rows cannot be locked (SQLite), a second task
         # that read the same rows claims none of them, so nothing is sent twice.
         ids = list(s.scalars(update(Delivery).where(Delivery.id.in_([r.id for r in rows]), due)
                              .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
                              .returning(Delivery.id)))
         if not ids:
-            return [], set()
+            return [], {}
         claimed = set(ids)
         lost = {r.id for r in rows if r.status == "sending" and r.id in claimed}
         if lost:
@@ -141,6 +157,7 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[
                 {"delivery_id": r.id, "attempt": r.attempts, "at": now, "outcome": "lost",
                  "reason": "in flight when its worker stopped; resent", "task_id": task_id}
                 for r in rows if r.id in lost])
+        resends = _resends(s, [r.id for r in rows if r.attempts > 0 and r.id in claimed])
         loaded = s.execute(
             select(Delivery.id, Delivery.attempts, Delivery.notification_id, Delivery.event_id,
                    Device.id.label("device_id"), Device.token, Device.token_kind, Device.app, Device.environment,
@@ -163,11 +180,23 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], set[
             target=Target(r.id, r.device_id, r.token, r.token_kind, r.app, r.environment, r.attempts,
                           r.device_registered_at),
             payload=Payload(title, body, link, data), severity=e.severity,
-            collapse_key=e.dedup_key, ttl_s=TTL_S.get(e.severity, 3600)))
-    return messages, lost
+            collapse_key=collapse_key(e.dedup_key, r.notification_id), thread_key=e.dedup_key,
+            ttl_s=TTL_S.get(e.severity, 3600)))
+    return messages, resends
 
 
-def record(messages: list[Message], results: list[Result], lost: set[int], task_id: str | None
+def _resends(s: Session, delivery_ids: list[int]) -> dict[int, str]:
+    """Why each of these targets is resent, for those an earlier copy of which may have been delivered."""
+    if not delivery_ids:
+        return {}  # first sends: no query on the hot path
+    earlier = s.execute(select(DeliveryAttempt.delivery_id, DeliveryAttempt.attempt, DeliveryAttempt.outcome)
+                        .where(DeliveryAttempt.delivery_id.in_(delivery_ids),
+                               DeliveryAttempt.outcome.in_(UNCERTAIN))
+                        .order_by(DeliveryAttempt.attempt.desc())).all()
+    return {r.delivery_id: f"resend after an {r.outcome} send (attempt {r.attempt})" for r in earlier}
+
+
+def record(messages: list[Message], results: list[Result], resends: dict[int, str], task_id: str | None
            ) -> float | None:
     """Store attempts and new states in bulk; returns the countdown of a retry, if one is needed."""
     settings = get_settings()
@@ -178,6 +207,16 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
     attempts, updates, sent, plain_sent, dead_tokens, dead, auth, failed = [], [], [], [], [], [], [], []
     moved: dict[str, list[int]] = {}
     retry_in: float | None = None
+
+    def attempt_row(result: Result, target: Target) -> dict[str, Any]:
+        # A resend says so, and after what: the provider may already have shown the person a copy.
+        why = resends.get(result.delivery_id)
+        reason = result.reason if why is None else f"{why}: {result.reason}" if result.reason else why
+        return {"delivery_id": result.delivery_id, "attempt": target.attempt, "at": now,
+                "outcome": result.outcome, "provider_status": result.provider_status,
+                "reason": reason[:MAX_REASON_CHARS] if reason else None, "latency_ms": result.latency_ms,
+                "resend": why is not None, "task_id": task_id}
+
     for result in results:
         target = by_id[result.delivery_id].target
         if result.outcome == "deferred":
@@ -188,13 +227,10 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
                             "last_error": result.reason})
             retry_in = delay if retry_in is None else min(retry_in, delay)
             continue
-        if result.probe and result.outcome == "transient":
+        if result.probe and result.outcome in RETRIED:
             # The circuit's probe found its host still down: a try of the host, not of this target.
             delay = result.retry_after_s or 1.0
-            attempts.append({"delivery_id": result.delivery_id, "attempt": target.attempt, "at": now,
-                             "outcome": "transient", "provider_status": result.provider_status,
-                             "reason": result.reason, "latency_ms": result.latency_ms,
-                             "resend": result.delivery_id in lost, "task_id": task_id})
+            attempts.append(attempt_row(result, target))
             updates.append({"id": result.delivery_id, "updated_at": now, "status": "pending",
                             "due_at": now + timedelta(seconds=delay), "attempts": target.attempt - 1,
                             "last_error": result.reason})
@@ -202,10 +238,7 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
             continue
         if result.environment is not None:
             moved.setdefault(result.environment, []).append(target.device_id)
-        attempts.append({"delivery_id": result.delivery_id, "attempt": target.attempt, "at": now,
-                         "outcome": result.outcome, "provider_status": result.provider_status,
-                         "reason": result.reason, "latency_ms": result.latency_ms,
-                         "resend": result.delivery_id in lost, "task_id": task_id})
+        attempts.append(attempt_row(result, target))
         row: dict[str, Any] = {"id": result.delivery_id, "updated_at": now, "last_error": result.reason}
         if result.outcome == "sent":
             sent.append(result.delivery_id)
@@ -213,11 +246,11 @@ def record(messages: list[Message], results: list[Result], lost: set[int], task_
                 plain_sent.append(result.delivery_id)  # the common case: one UPDATE for all of them
                 continue
             row.update(status="sent", sent_at=now)
-        elif result.outcome == "transient" and target.attempt < settings.max_delivery_attempts:
+        elif result.outcome in RETRIED and target.attempt < settings.max_delivery_attempts:
             delay = backoff_s(target.attempt - 1, retry_after_s=result.retry_after_s)
             row.update(status="pending", due_at=now + timedelta(seconds=delay))
             retry_in = delay if retry_in is None else min(retry_in, delay)
-        elif result.outcome == "transient":
+        elif result.outcome in RETRIED:
             row.update(status="dead", last_error=f"retries exhausted: {result.reason}")
             dead.append(result.delivery_id)
         elif result.outcome == "auth":
@@ -278,12 +311,12 @@ def settle_notifications(s: Session, sent: list[int], *, failed: list[int], now:
 def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
     key = _batch(batch_id)
     channel = channel_for(channel_name)
-    messages, lost = claim(key, task_id)
+    messages, resends = claim(key, task_id)
     if not messages:
         return 0
     started = time.perf_counter()
     results = channel.send(messages)
-    retry_in = record(messages, results, lost, task_id)
+    retry_in = record(messages, results, resends, task_id)
     log.info("batch %s on %s: %d targets in %.0f ms", batch_id, channel_name, len(messages),
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})
     if retry_in is not None:

@@ -34,7 +34,7 @@ from herald.errors import InvalidDevice
 from herald.settings import get_settings
 from workers.deliver import vapid
 from workers.deliver.base import Message, Result
-from workers.deliver.http import HttpChannel, read_capped
+from workers.deliver.http import HttpChannel, may_have_left, read_capped
 from workers.deliver.payload import PayloadTooLarge, fit
 from workers.deliver.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
 
@@ -164,7 +164,7 @@ class WebPushChannel(HttpChannel):
             return with_latency(apply_rule(ERRORS["resolved"], did, "refused", str(exc), 0, None), started), \
                 ERRORS["resolved"]
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return connection_failed(did, exc, started), None
+            return connection_failed(did, exc, started, sent=may_have_left(exc)), None
         if status in (200, 201, 202):
             return with_latency(Result(did, "sent", str(status), None), started), None
         key, rule = classify(status)

@@ -6,6 +6,7 @@ this module; the README lists the environment variables.
 
 from kombu import Exchange, Queue
 
+from herald import broker
 from herald.routing import QUEUES, RETRY_QUEUE, TASK_ROUTES
 from herald.settings import get_settings
 
@@ -14,6 +15,7 @@ _settings = get_settings()
 broker_url = _settings.effective_broker_url
 broker_connection_retry_on_startup = True
 broker_transport_options: dict[str, object]
+_amqp = broker_url.startswith(("amqp", "pyamqp"))
 if broker_url.startswith("sqla+"):
     # kombu's SQLAlchemy transport hands its options to create_engine: only engine arguments here.
     # Several processes share the SQLite file: wait for its lock rather than fail.
@@ -22,10 +24,13 @@ if broker_url.startswith("sqla+"):
 
     # It polls its tables (default once a second); a tenth of that keeps the demo snappy.
     _sqla.Transport.polling_interval = 0.1
-elif broker_url.startswith(("amqp", "pyamqp")):
-    # Publisher confirms: a publish returns only once RabbitMQ has the message.
+elif _amqp:
+    # Publisher confirms: a publish returns only once RabbitMQ has the message (in a quorum queue:
+    # once a majority of its replicas wrote it to disk).
     broker_transport_options = {"confirm_publish": True}
 else:
+    # kombu's Redis transport with a guard against the restore_unacked crash (herald/broker.py says why).
+    broker.install()
     broker_transport_options = {
         # Redis: an unacknowledged message returns to its queue after this long. It must stay
         # above every countdown herald uses (retry_max_s), or a waiting retry would run twice.
@@ -39,7 +44,17 @@ else:
 if _settings.visibility_timeout_s <= _settings.retry_max_s:
     raise ValueError("HERALD_VISIBILITY_TIMEOUT_S must be greater than HERALD_RETRY_MAX_S")
 
-task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
+if _amqp:
+    # RabbitMQ: durable quorum queues, replicated and fsynced before the confirm
+    # (https://www.rabbitmq.com/docs/quorum-queues). They have no global QoS (Celery detects quorum queues and
+    # uses per-consumer prefetch: worker_detect_quorum_queues) and no priorities (herald uses none). Countdowns
+    # (retries) go through Celery's native delayed delivery, which needs topic exchanges, not direct ones
+    # (https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/rabbitmq.html#quorum-queues).
+    task_queues = [Queue(name, Exchange(name, type="topic", durable=True), routing_key=name, durable=True,
+                         queue_arguments={"x-queue-type": "quorum"}) for name in QUEUES]
+    worker_detect_quorum_queues = True
+else:
+    task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
 task_routes = TASK_ROUTES
 task_default_queue = RETRY_QUEUE  # never used by herald's own tasks: the routing test proves it
 task_create_missing_queues = False

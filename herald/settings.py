@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     broker_key_prefix: str = ""  # Redis: prefix of every key (several herald setups on one Redis)
     publish_timeout_s: float = 10.0
     publish_max_retries: int = 3
+    # direct mode: a producer with the database records each event in the outbox before publishing
+    publish_direct_record: bool = True
 
     # channel backends: "dev" (JSON lines) or "provider" (the provider's own protocol)
     backend_fcm: ChannelBackend = "dev"

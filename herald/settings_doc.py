@@ -40,6 +40,8 @@ DOCS: dict[str, str] = {
     "broker_key_prefix": "Redis: prefix of every key (several herald setups on one Redis)",
     "publish_timeout_s": "socket timeout talking to the broker when publishing",
     "publish_max_retries": "connection retries before `publish` raises BrokerUnavailable",
+    "publish_direct_record": "direct mode with `HERALD_DATABASE_URL`: record each event in the outbox before "
+                             "publishing, so the outbox sweep republishes what the broker loses (README: Durability)",
     "backend_fcm": "`dev` (JSON lines) or `provider` (FCM HTTP v1)",
     "backend_apns": "`dev` (JSON lines) or `provider` (APNs HTTP/2)",
     "backend_webpush": "`dev` (JSON lines) or `provider` (Web Push, RFC 8030/8291/8292)",

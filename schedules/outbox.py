@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from herald import db
 from herald.models import Outbox, utcnow
@@ -16,24 +16,43 @@ from herald.settings import get_settings
 log = logging.getLogger(__name__)
 
 
+_BACKOFF_STEPS = 6  # grace x 1, 2, 4, 8, 16, 32
+
+
+def _due(grace_s: float) -> ColumnElement[bool]:
+    """Rows whose last publish (or creation, if never published) is older than their backoff.
+
+    Written as one range per attempt count, so that it is plain SQL on Postgres and SQLite alike.
+    """
+    now = utcnow()
+    last = func.coalesce(Outbox.published_at, Outbox.created_at)
+    steps = [and_(Outbox.publish_attempts <= 1, last < now - timedelta(seconds=grace_s))]
+    for step in range(1, _BACKOFF_STEPS):
+        attempts = Outbox.publish_attempts == step + 1 if step < _BACKOFF_STEPS - 1 else \
+            Outbox.publish_attempts >= step + 1
+        steps.append(and_(attempts, last < now - timedelta(seconds=grace_s * 2 ** step)))
+    return or_(*steps)
+
+
 def relay(ids: list[uuid.UUID] | None = None) -> int:
     """Publish the given outbox rows (after their commit), or every row left behind.
 
     A row is done once ingest has stored its event (``ingested_at``); until then it is
-    republished after ``HERALD_OUTBOX_GRACE_S``. Ingest deduplicates, so a second copy is harmless.
+    republished ``HERALD_OUTBOX_GRACE_S`` after its last publish (the producer's own, in outbox and
+    direct mode), then after twice that, four times, up to 32 times: a broker that lost the message
+    gets it again within the grace period, while a long ingest backlog (the message is still queued)
+    is not flooded with a copy of every waiting event each period. Ingest deduplicates, so a second
+    copy is harmless.
     """
     from producers.publish import send_envelope  # producers depend on herald, not the reverse
 
     settings = get_settings()
-    now = utcnow()
-    grace = now - timedelta(seconds=settings.outbox_grace_s)
     with db.session() as s:
         query = select(Outbox.id, Outbox.envelope).where(Outbox.ingested_at.is_(None))
         if ids is not None:
             query = query.where(Outbox.id.in_(ids), Outbox.published_at.is_(None))
         else:
-            query = query.where(or_(and_(Outbox.published_at.is_(None), Outbox.created_at < grace),
-                                    Outbox.published_at < grace))
+            query = query.where(_due(settings.outbox_grace_s)).order_by(Outbox.created_at)
         rows = s.execute(query.limit(5000)).all()
     published = 0
     for outbox_id, envelope in rows:

@@ -152,3 +152,53 @@ def test_outbox_inside_a_savepoint_is_relayed_after_the_real_commit(clean: None)
     # then the real commit relays it once
     assert queued() == 1
     assert rows(select(Outbox.published_at))[0][0] is not None
+
+
+def test_direct_publish_records_the_event_in_the_outbox_before_the_broker_has_it(clean: None) -> None:
+    # given a producer with herald's database (as in the tests), when it publishes directly
+    event_id = publish(artifact_deployed("orders-api", kind="api", environment="test"))
+    # then the event is queued AND recorded, not yet ingested: the outbox sweep republishes it if the broker loses it
+    assert queued() == 1
+    (row,) = rows(select(Outbox.id, Outbox.ingested_at, Outbox.publish_attempts))
+    assert row.id == event_id and row.ingested_at is None and row.publish_attempts == 1
+
+
+def test_publish_many_records_every_event_in_one_transaction_and_sends_each(clean: None) -> None:
+    from producers.publish import publish_many
+
+    events = [artifact_deployed(f"api-{i}", kind="api", environment="test") for i in range(5)]
+    ids = publish_many(events)
+    assert ids == [e.id for e in events]
+    assert queued() == 5 and count(Outbox) == 5
+    # a bad event anywhere refuses the whole batch before anything is written or sent
+    with pytest.raises(InvalidEvent):
+        publish_many([artifact_deployed("x", kind="api", environment="test"), {"type": "artifact.deployed"}])
+    assert queued() == 5 and count(Outbox) == 5
+
+
+def _producer(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_direct_publish_without_a_reachable_database_still_publishes_on_the_brokers_confirm(clean: None) -> None:
+    # given a producer whose database is down (nothing listens on that port)
+    done = _producer("from producers import publish, artifact_deployed\n"
+                     "print(publish(artifact_deployed('orders-api', kind='api', environment='test')))\n",
+                     {"HERALD_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5499/nothing"})
+    # then the event is published, and the producer says what holds for it
+    assert done.returncode == 0, done.stderr
+    assert queued() == 1 and count(Outbox) == 0
+    assert "published with the broker's confirm only" in done.stderr
+
+
+def test_direct_publish_the_broker_refused_leaves_no_outbox_row_behind(clean: None) -> None:
+    # given a producer whose broker is down: the event is refused (BrokerUnavailable) ...
+    done = _producer("from producers import publish, artifact_deployed, BrokerUnavailable\n"
+                     "try:\n"
+                     "    publish(artifact_deployed('orders-api', kind='api', environment='test'))\n"
+                     "except BrokerUnavailable as exc:\n"
+                     "    print('raised:', exc)\n", {"HERALD_BROKER_URL": "redis://127.0.0.1:6399/0"})
+    assert done.returncode == 0 and done.stdout.startswith("raised:"), done.stderr
+    # ... so the outbox sweep must not publish it behind the caller's back
+    assert count(Outbox) == 0

@@ -7,7 +7,7 @@ this module; the README lists the environment variables.
 from kombu import Exchange, Queue
 
 from herald import broker
-from herald.routing import QUEUES, RETRY_QUEUE, TASK_ROUTES
+from herald.routing import QUEUES, RETRY_QUEUE, route
 from herald.settings import get_settings
 
 _settings = get_settings()
@@ -55,7 +55,7 @@ if _amqp:
     worker_detect_quorum_queues = True
 else:
     task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
-task_routes = TASK_ROUTES
+task_routes = (route,)  # TASK_ROUTES, and the ops lane chosen per send (herald/routing.py)
 task_default_queue = RETRY_QUEUE  # never used by herald's own tasks: the routing test proves it
 task_create_missing_queues = False
 

@@ -12,6 +12,7 @@ from herald import db
 from herald.app import app
 from herald.errors import PoisonMessage
 from herald.models import Approval, Event, Incident, Resource, utcnow
+from herald.routing import is_ops, queue_for
 from herald.tasks import HeraldTask
 from workers.ingest import event_uuid
 
@@ -37,9 +38,9 @@ def enrich(event_id: str) -> str:
         if event.status == "received":
             event.enrichment = {**(event.enrichment or {}), **describe(s, event)}
             event.status, event.status_at = "enriched", utcnow()
-        status = event.status
+        status, ops = event.status, is_ops(event.type, event.source)
     if status == "enriched":  # also when a redelivered task finds the work done: resolve is idempotent
-        app.send_task("herald.resolve", args=[event_id])
+        app.send_task("herald.resolve", args=[event_id], queue=queue_for("herald.resolve", ops=ops))
     return status
 
 

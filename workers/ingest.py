@@ -23,6 +23,7 @@ from herald.errors import PoisonMessage
 from herald.events import INCIDENT_TYPES, Event, Severity, validate_event
 from herald.models import Approval, ApprovalVote, Incident, Outbox, utcnow
 from herald.models import Event as EventRow
+from herald.routing import is_ops, queue_for
 from herald.settings import get_settings
 from herald.tasks import HeraldTask
 from schedules import due
@@ -38,7 +39,8 @@ def ingest(envelope: dict[str, Any]) -> str:
     with db.session() as s:
         status, stored_id = persist(s, event)
     if status == "received":
-        app.send_task("herald.enrich", args=[str(stored_id)])
+        app.send_task("herald.enrich", args=[str(stored_id)],
+                      queue=queue_for("herald.enrich", ops=is_ops(event.type, event.source)))
     log.info("ingested event %s (%s) as %s", stored_id, event.type, status, extra={"event_id": str(stored_id)})
     return status
 

@@ -38,6 +38,7 @@ from herald.models import (
     TeamMember,
     utcnow,
 )
+from herald.routing import is_ops, queue_for
 from herald.settings import get_settings
 from herald.tasks import HeraldTask
 from workers.ingest import event_uuid
@@ -69,6 +70,7 @@ def resolve(event_id: str) -> int:
         event = s.get(Event, key, with_for_update=True)
         if event is None:
             raise PoisonMessage(f"event {event_id} does not exist")
+        ops = is_ops(event.type, event.source)  # herald's own operations alert: its batches ride the ops lane
         work = event.status == "enriched" or (event.status == "resolving" and event.status_at < stale)
         if work:
             event.status, event.status_at = "resolving", utcnow()
@@ -77,7 +79,7 @@ def resolve(event_id: str) -> int:
     if work:
         enqueued = 0
         for batches in notify(key, utcnow()):
-            _enqueue(batches)
+            _enqueue(batches, ops=ops)
             enqueued += len(batches)
         with db.session() as s:
             s.execute(update(Event).where(Event.id == key).values(status="resolved", status_at=utcnow()))
@@ -86,13 +88,14 @@ def resolve(event_id: str) -> int:
     with db.session() as s:
         pending = s.execute(select(Delivery.channel, Delivery.batch_id)
                             .where(Delivery.event_id == key, Delivery.status == "pending").distinct()).all()
-    _enqueue(pending)
+    _enqueue(pending, ops=ops)
     return len(pending)
 
 
-def _enqueue(batches: Sequence[tuple[str, uuid.UUID]]) -> None:
+def _enqueue(batches: Sequence[tuple[str, uuid.UUID]], *, ops: bool) -> None:
     for channel, batch_id in batches:
-        app.send_task(f"herald.deliver.{channel}", args=[str(batch_id)])
+        task = f"herald.deliver.{channel}"
+        app.send_task(task, args=[str(batch_id)], queue=queue_for(task, ops=ops))
 
 
 def _expand(s: Session, rule: dict[str, Any], event: Event, now: datetime) -> list[str]:

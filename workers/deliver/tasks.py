@@ -46,7 +46,7 @@ from herald import db, deadletters
 from herald.app import app
 from herald.errors import PoisonMessage
 from herald.models import Delivery, DeliveryAttempt, Device, Event, Notification, utcnow
-from herald.routing import CHANNELS, RETRY_QUEUE
+from herald.routing import CHANNELS, is_ops, queue_for
 from herald.settings import get_settings
 from herald.tasks import HeraldTask, backoff_s
 from workers.deliver.base import Channel, Message, Payload, Result, Target
@@ -320,10 +320,20 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
     log.info("batch %s on %s: %d targets in %.0f ms", batch_id, channel_name, len(messages),
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})
     if retry_in is not None:
-        # Only the transient targets are pending again; the retry pool runs them when due.
-        app.send_task(f"herald.deliver.{channel_name}", args=[batch_id], queue=RETRY_QUEUE,
+        # Only the transient targets are pending again; the retry pool runs them when due (an
+        # operations alert's batch stays on the ops lane: herald/routing.py).
+        task = f"herald.deliver.{channel_name}"
+        app.send_task(task, args=[batch_id], queue=queue_for(task, ops=_is_ops(key), retry=True),
                       countdown=retry_in)
     return len(messages)
+
+
+def _is_ops(batch_id: uuid.UUID) -> bool:
+    """Whether a batch belongs to one of herald's own operations alerts (a batch holds one event)."""
+    with db.session() as s:
+        event = s.execute(select(Event.type, Event.source).join(Delivery, Delivery.event_id == Event.id)
+                          .where(Delivery.batch_id == batch_id).limit(1)).first()
+    return event is not None and is_ops(event.type, event.source)
 
 
 def _make_task(channel_name: str) -> Any:

@@ -10,7 +10,22 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_r
 
 from herald import broker, logs
 
-app = Celery("herald")
+
+class HeraldCelery(Celery):
+    """Celery, with countdowns RabbitMQ's delayed delivery can take."""
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, countdown: float | None = None,
+                  eta: Any = None, **options: Any) -> Any:
+        # On quorum queues Celery delays a task through native delayed delivery, which takes whole seconds:
+        # celery/app/base.py sends int(countdown), and kombu's calculate_routing_key raises ValueError for 0, so a
+        # retry drawn below one second (full jitter) would fail
+        # (https://github.com/celery/celery/blob/v5.7.0/celery/app/base.py, send_task).
+        if countdown is not None and 0 < countdown < 1 and str(self.conf.broker_url).startswith(("amqp", "pyamqp")):
+            countdown = 1
+        return super().send_task(name, args, kwargs, countdown, eta, **options)
+
+
+app = HeraldCelery("herald")
 app.config_from_object("celeryconfig")
 
 

@@ -22,11 +22,11 @@ from producers.helpers import (
     ops_event,
     respond,
 )
-from producers.publish import publish
+from producers.publish import publish, publish_many
 
 __all__ = [
     "BrokerUnavailable", "Event", "InvalidEvent", "PublishError", "Severity", "approval_requested",
     "artifact_deployed", "artifact_event", "artifact_retired", "artifact_updated", "business_event",
     "credential_expiring", "declare_credential", "flow_event", "flow_failed", "flow_recovered",
-    "from_cloudevent", "make_event", "ops_event", "publish", "register_device", "respond",
+    "from_cloudevent", "make_event", "ops_event", "publish", "publish_many", "register_device", "respond",
 ]

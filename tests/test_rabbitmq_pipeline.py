@@ -49,7 +49,8 @@ def test_events_published_on_rabbitmq_are_delivered_through_quorum_queues(
     done = subprocess.run([sys.executable, "-c",
                            "from producers import publish, artifact_deployed\n"
                            "for i in range(3):\n"
-                           "    print(publish(artifact_deployed(f'orders-api-{i}', kind='api', environment='test')))\n"],
+                           "    event = artifact_deployed(f'orders-api-{i}', kind='api', environment='test')\n"
+                           "    print(publish(event))\n"],
                           cwd=ROOT, env={**os.environ, **amqp_env}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     ids = done.stdout.split()

@@ -1,7 +1,7 @@
 """``python -m bench.publish``: what each publish mode costs the producer, on Postgres and Redis (or RabbitMQ).
 
     python -m bench.publish                 # 2,000 events per mode, one process, Redis on 127.0.0.1:6379
-    python -m bench.publish -n 500 --broker amqp://guest:guest@127.0.0.1:5672//
+    python -m bench.publish -n 1000 --broker amqp://guest:guest@127.0.0.1:5672/herald_bench   # a vhost of its own
 
 Modes: ``broker only`` (direct mode without the database: HERALD_PUBLISH_DIRECT_RECORD=false), ``direct +
 outbox row`` (direct mode with the database, the default), ``publish_many x100`` (the same, 100 events per

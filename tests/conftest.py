@@ -53,6 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
                             "each one's reason must match one of the regular expressions")
     config.addinivalue_line("markers", "expect_log_errors(*patterns): the workers the test started log errors on "
                             "purpose; each ERROR/CRITICAL entry or traceback must match one of the expressions")
+    config.addinivalue_line("markers", "drill: a fault drill of the whole stack (tests/drills/): pytest -m drill")
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     os.environ.update(TEST_ENV)

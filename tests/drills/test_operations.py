@@ -23,21 +23,23 @@ def _ops_sent() -> list[Any]:
 
 @pytest.mark.drill
 @pytest.mark.drill_env(HERALD_BACKLOG_DEPTH_THRESHOLD=5, HERALD_BACKLOG_AGE_THRESHOLD_S=3)
-def test_ingest_dead_its_operations_alert_is_still_delivered(drill: Drill) -> None:
-    # given the ingest pool dead, and a burst piling up behind it
-    drill.stack.kill("ingest")
+# ingest: the alerts' first stage; deliver.fcm: the operations person's own channel
+@pytest.mark.parametrize("pool", ["ingest", "deliver.fcm"])
+def test_a_pool_dead_its_operations_alert_is_still_delivered(drill: Drill, pool: str) -> None:
+    # given the pool dead, and a burst piling up behind it
+    drill.stack.kill(pool)
     burst = drill.burst(count=30, pace_s=0.02)
     accepted = burst.wait()
-    # then the operations person hears about it (a backlog, a delay, a pool down) while ingest is still dead
+    # then the operations person hears about it (a backlog, a delay, a pool down) while the pool is still dead
     try:
         alerts = wait_until(_ops_sent, timeout_s=45, interval_s=1, message="an operations alert delivered")
     finally:
-        still_dead = drill.stack.procs["ingest"].poll() is not None
-        drill.stack.start("ingest")
+        still_dead = drill.stack.procs[pool].poll() is not None
+        drill.stack.start(pool)
     assert still_dead
-    print(f"\n[drill] ops alerts sent while ingest was dead: {alerts}")
-    # and once ingest is back, the burst drains
-    drill.promise("ingest dead, ops lane", accepted, since=burst.started)
+    print(f"\n[drill] ops alerts sent while {pool} was dead: {alerts}")
+    # and once the pool is back, the burst drains
+    drill.promise(f"{pool} dead, ops lane", accepted, since=burst.started)
 
 
 @pytest.mark.drill

@@ -39,14 +39,14 @@ def test_deliver_pool_down_queue_stays_bounded_and_drains_when_back(drill: Drill
     accepted = burst.wait()
     wait_until(lambda: _resolved(accepted) == len(accepted), timeout_s=60, message="the burst resolved")
     time.sleep(DOWN_S)
-    # then the queue holds each stalled batch at most twice (its message and one re-enqueue per stall)
     depth, batches = drill.stack.queue_depth(drill.broker, "deliver.fcm"), _fcm_batches()
     print(f"\n[drill] deliver.fcm down {DOWN_S}s: {depth} messages queued for {batches} batches")
-    assert 0 < batches and depth <= 2 * batches, f"{depth} messages queued for {batches} stalled batches"
-    # and `herald status` says the pool is down
+    # then `herald status` says the pool is down
     drill.stack.wait_pool_state("deliver.fcm", "down", timeout_s=5)
-    # and once the pool is back, everything drains
+    # and once the pool is back, everything drains, nothing sent twice
     back = time.monotonic()
     drill.stack.start("deliver.fcm")
     figures = drill.promise(f"deliver.fcm down {DOWN_S}s", accepted, since=back)
     assert figures.duplicates == 0
+    # and while it was down the queue held each stalled batch at most twice (its message, one re-enqueue)
+    assert 0 < batches and depth <= 2 * batches, f"{depth} messages queued for {batches} stalled batches"

@@ -3,11 +3,14 @@
 The broker is only a hint (a Redis restarted without persistence loses its queues); every stage
 leaves a row with a status and a time, so nothing depends on a message surviving.
 
-Once per stall, not once per sweep: each event or batch re-enqueued is marked ``recovered_at`` (in the
-same statement that selects it, so two sweeps never both take it), and it is re-enqueued again only if
-it is still stalled a whole deadline after that. A pool that is down for an hour therefore finds one
-message per stalled item per ``HERALD_STALL_DEADLINE_S`` waiting for it, not one per sweep period
-(a down deliver pool piled up 6,469 messages that way). ``recovered_at`` is a column of its own because
+Once per stall, not once per sweep: each event or batch re-enqueued is marked ``recovered_at`` (under the
+same row locks that select it, so two sweeps never both take it). If it is still stalled a deadline later,
+it is re-enqueued again only when the queues its message could wait on (its stage's queue, ``retry`` and
+``ops``, unacknowledged messages included) are empty: then the broker lost the copy (a Redis restarted
+without persistence). While they hold messages, the copy is most likely among them, waiting for a pool that
+is down or busy, and another one would only pile up (a down deliver pool once collected 6,469 messages
+that way). Where the depth cannot be read, the wait between two copies doubles instead (at most an hour).
+``recovered_at`` is a column of its own because
 ``status_at`` and ``updated_at`` are the leases the tasks check (a ``resolving`` event or a ``sending``
 target is taken over only once they are stale) and the delay the backlog scan measures.
 """
@@ -19,30 +22,63 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import InstrumentedAttribute
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import and_, case, func, or_, select, update
 
 from herald import db
 from herald.app import app
 from herald.models import Delivery, Event, utcnow
+from herald.routing import OPS_QUEUE, RETRY_QUEUE
 from herald.settings import get_settings
+from schedules.queues import queue_stats
 
 log = logging.getLogger(__name__)
 
 LIMIT = 5000
+MAX_WAIT_S = 3600.0  # the longest wait between two re-enqueues of the same stalled work
 EVENT_STAGES = ("received", "enriched", "resolving")
 
 
-def _not_recovered_since(column: InstrumentedAttribute[datetime | None], stale: datetime) -> ColumnElement[bool]:
-    return or_(column.is_(None), column < stale)
+def _due_again(recovered_at: datetime | None, stalled_since: datetime, now: datetime, deadline_s: float) -> bool:
+    """Without queue depths: re-enqueue at once the first time, then after a wait that doubles."""
+    if recovered_at is None:
+        return True
+    wait_s = min(max(deadline_s, (recovered_at - stalled_since).total_seconds()), max(deadline_s, MAX_WAIT_S))
+    return (now - recovered_at).total_seconds() >= wait_s
+
+
+class _Queues:
+    """Whether the queues a stalled item's message could wait on are empty, read once per sweep."""
+
+    def __init__(self) -> None:
+        self._depth: dict[str, int | None] = {}
+
+    def empty(self, queues: tuple[str, ...]) -> bool | None:
+        missing = [q for q in queues if q not in self._depth]
+        if missing:
+            try:
+                self._depth.update({st.queue: st.depth for st in queue_stats(missing)})
+            except Exception:  # noqa: BLE001 - the broker cannot say: fall back to the doubling wait
+                log.warning("recovery: queue depths unreadable", exc_info=True)
+                self._depth.update(dict.fromkeys(missing))
+        depths = [self._depth.get(q) for q in queues]
+        return None if any(d is None for d in depths) else not any(depths)
+
+
+def _again(queues: _Queues, names: tuple[str, ...], recovered_at: datetime | None, stalled_since: datetime,
+           now: datetime, deadline_s: float) -> bool:
+    if recovered_at is None:
+        return True  # the first time a stall is seen: always (a dead worker's message may never come back)
+    empty = queues.empty(names)
+    return _due_again(recovered_at, stalled_since, now, deadline_s) if empty is None else empty
 
 
 def recover_stalled() -> dict[str, int]:
     now = utcnow()
-    stale = now - timedelta(seconds=get_settings().stall_deadline_s)
-    events = _claim_events(now, stale)
-    batches = _claim_batches(now, stale)
+    deadline_s = get_settings().stall_deadline_s
+    stale = now - timedelta(seconds=deadline_s)
+    queues = _Queues()
+    events = _claim_events(now, stale, deadline_s, queues)
+    batches = _claim_batches(now, stale, deadline_s, queues)
     try:
         for event_id, status in events:
             task = "herald.enrich" if status == "received" else "herald.resolve"
@@ -57,29 +93,36 @@ def recover_stalled() -> dict[str, int]:
     return {"events": len(events), "batches": len(batches)}
 
 
-def _claim_events(now: datetime, stale: datetime) -> list[tuple[uuid.UUID, str]]:
+def _claim_events(now: datetime, stale: datetime, deadline_s: float, queues: _Queues) -> list[tuple[uuid.UUID, str]]:
     stalled = and_(Event.status.in_(EVENT_STAGES), Event.status_at < stale,
-                   _not_recovered_since(Event.recovered_at, stale))
+                   or_(Event.recovered_at.is_(None), Event.recovered_at < stale))
     with db.session() as s:
-        ids = select(Event.id).where(stalled).limit(LIMIT)
+        query = select(Event.id, Event.status, Event.status_at, Event.recovered_at).where(stalled).limit(LIMIT)
         if db.is_postgres():
-            ids = ids.with_for_update(skip_locked=True)  # a task holds the row: it is not stalled
-        return [(r.id, r.status) for r in s.execute(
-            update(Event).where(Event.id.in_(ids.scalar_subquery()), stalled)
-            .values(recovered_at=now).returning(Event.id, Event.status))]
+            query = query.with_for_update(skip_locked=True)  # a task holds the row: it is not stalled
+        due = [(r.id, r.status) for r in s.execute(query)
+               if _again(queues, ("enrich" if r.status == "received" else "resolve", RETRY_QUEUE, OPS_QUEUE),
+                         r.recovered_at, r.status_at, now, deadline_s)]
+        if due:
+            s.execute(update(Event).where(Event.id.in_([e for e, _ in due])).values(recovered_at=now))
+        return due
 
 
-def _claim_batches(now: datetime, stale: datetime) -> list[tuple[str, uuid.UUID]]:
+def _claim_batches(now: datetime, stale: datetime, deadline_s: float, queues: _Queues) -> list[tuple[str, uuid.UUID]]:
+    since = case((Delivery.status == "pending", Delivery.due_at), else_=Delivery.updated_at)
     stalled = and_(or_(and_(Delivery.status == "pending", Delivery.due_at < stale),
                        and_(Delivery.status == "sending", Delivery.updated_at < stale)),
-                   _not_recovered_since(Delivery.recovered_at, stale))
+                   or_(Delivery.recovered_at.is_(None), Delivery.recovered_at < stale))
     with db.session() as s:
-        batches = s.execute(select(Delivery.channel, Delivery.batch_id).where(stalled).distinct()
-                            .limit(LIMIT)).all()
-        if batches:
-            s.execute(update(Delivery).where(Delivery.batch_id.in_([b.batch_id for b in batches]), stalled)
+        rows = s.execute(select(Delivery.channel, Delivery.batch_id, func.max(Delivery.recovered_at).label("last"),
+                                func.min(since).label("since"))
+                         .where(stalled).group_by(Delivery.channel, Delivery.batch_id).limit(LIMIT)).all()
+        due = [(r.channel, r.batch_id) for r in rows
+               if _again(queues, (f"deliver.{r.channel}", RETRY_QUEUE, OPS_QUEUE), r.last, r.since, now, deadline_s)]
+        if due:
+            s.execute(update(Delivery).where(Delivery.batch_id.in_([b for _, b in due]), stalled)
                       .values(recovered_at=now))
-    return [(b.channel, b.batch_id) for b in batches]
+    return due
 
 
 def _unmark(events: Sequence[tuple[uuid.UUID, str]], batches: Sequence[tuple[str, uuid.UUID]]) -> None:

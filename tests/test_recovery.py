@@ -54,6 +54,12 @@ def test_a_down_deliver_pool_gets_one_message_per_stalled_batch_not_one_per_swee
     # then each stalled batch was re-enqueued once: one message per batch waits, not one per sweep
     assert sweeps == [3, 0, 0, 0, 0]
     assert deliver_queue_depth() == 3
+    # and a whole deadline later, while those copies still wait, no sweep adds another
+    time.sleep(get_settings().stall_deadline_s + 0.5)
+    assert recover_stalled()["batches"] == 0 and deliver_queue_depth() == 3
+    # but when the broker loses the copies too, the next sweep re-enqueues them again
+    redis.Redis.from_url(REDIS_URL).delete(f"{SESSION}:deliver.fcm")
+    assert recover_stalled()["batches"] == 3 and deliver_queue_depth() == 3
     # when the pool comes back, every target ends sent, each sent once
     workers.start("deliver.fcm", concurrency=1, kind="solo")
     wait_until(lambda: all_done([event_id]), message="every target terminal")

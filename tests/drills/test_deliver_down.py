@@ -28,9 +28,6 @@ def _resolved(ids: list) -> int:
                             .where(Event.id.in_(ids), Event.status == "resolved")) or 0)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 8: the recovery sweep re-enqueues a stalled batch again every "
-                   "HERALD_STALL_DEADLINE_S while its pool is down (recovered_at older than the deadline): "
-                   "3 messages per batch after 16 s, growing with the outage")
 def test_deliver_pool_down_queue_stays_bounded_and_drains_when_back(drill: Drill) -> None:
     # given the FCM deliver pool stopped
     drill.stack.stop_pool("deliver.fcm")

@@ -62,7 +62,7 @@ _calls: list[str] = []
 _script: list[BaseException] = []
 
 
-@_app.task(base=HeraldTask, name="tests.outage.flaky", bind=True)
+@_app.task(base=HeraldTask, name="tests.outage.flaky", bind=True, shared=False)  # not in herald's app
 def flaky(self: HeraldTask, name: str) -> str:
     """Fails with the next scripted error, if any, then succeeds."""
     _calls.append(name)

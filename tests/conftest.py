@@ -243,6 +243,24 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s
         time.sleep(interval_s)
 
 
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[Any]:
+    """Local FCM, APNs and Web Push fakes (herald/fakes), shared by one test module."""
+    from herald.fakes.testing import running_fakes
+
+    with running_fakes() as fakes:
+        yield fakes
+
+
+def fresh_fakes(fakes: Any) -> None:
+    """A clean slate for the next test: the fakes' switches and what they saw, and no circuit left open."""
+    fakes.call(fakes.reset)
+    r = redis.Redis.from_url(REDIS_URL)
+    for key in r.scan_iter(f"{SESSION}:herald:gate:*"):
+        r.delete(key)
+    fakes.settle()
+
+
 SAMPLE_DIRECTORY = ROOT / "herald" / "samples" / "directory.yaml"
 
 

@@ -10,20 +10,15 @@ import pytest
 
 from herald.fakes import FakeProviders
 from herald.fakes.apns import REASONS
-from herald.fakes.testing import herald_env, running_fakes
+from herald.fakes.testing import herald_env
+from tests.conftest import fresh_fakes
 from workers.deliver.apns import ERRORS, ApnsChannel
 from workers.deliver.base import Message, Payload, Target
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakeProviders]:
-    with running_fakes() as fakes:
-        yield fakes
-
-
 @pytest.fixture
 def apns(fakes: FakeProviders, clean: None) -> Iterator[ApnsChannel]:
-    fakes.call(fakes.reset)
+    fresh_fakes(fakes)
     with herald_env(fakes.env()):
         channel = ApnsChannel()
         channel.alert_auth = lambda reason, count: None  # type: ignore[method-assign]  # pipeline tests it

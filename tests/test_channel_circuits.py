@@ -16,15 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import select, update
 
 from herald import db, devices
 from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env, running_fakes
+from herald.fakes.testing import herald_env
 from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, Event, Notification, Person, utcnow
 from producers import register_device
-from tests.conftest import REDIS_URL, TEST_ENV
+from tests.conftest import fresh_fakes
 from tests.helpers import rows
 from workers.deliver.tasks import channel_for, deliver_batch
 
@@ -33,19 +32,9 @@ SETTINGS = {"HERALD_CHANNEL_CIRCUIT_FAILURES": "2", "HERALD_CHANNEL_CIRCUIT_OPEN
             "HERALD_CHANNEL_TIMEOUT_S": "1", "HERALD_RETRY_MAX_S": "1"}
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakeProviders]:
-    with running_fakes() as fakes:
-        yield fakes
-
-
 @pytest.fixture
 def fake(fakes: FakeProviders, clean: None) -> Iterator[FakeProviders]:
-    fakes.call(fakes.reset)
-    r = redis.Redis.from_url(REDIS_URL)
-    for key in r.scan_iter(f"{TEST_ENV['HERALD_BROKER_KEY_PREFIX']}herald:gate:*"):
-        r.delete(key)  # circuits left open by an earlier test
-    fakes.settle()
+    fresh_fakes(fakes)
     with herald_env({**fakes.env(), **SETTINGS}):
         yield fakes
         channel_for("apns").close()

@@ -8,20 +8,15 @@ from collections.abc import Iterator
 import pytest
 
 from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env, running_fakes
+from herald.fakes.testing import herald_env
+from tests.conftest import fresh_fakes
 from workers.deliver.base import Message, Payload, Target
 from workers.deliver.fcm import ERRORS, FcmChannel, classify
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakeProviders]:
-    with running_fakes() as fakes:
-        yield fakes
-
-
 @pytest.fixture
 def fcm(fakes: FakeProviders, clean: None) -> Iterator[FcmChannel]:
-    fakes.call(fakes.reset)
+    fresh_fakes(fakes)
     with herald_env(fakes.env()):
         channel = FcmChannel()
         yield channel

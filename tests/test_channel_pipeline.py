@@ -16,22 +16,16 @@ from sqlalchemy import func, select
 
 from herald import db, directory
 from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env, running_fakes
+from herald.fakes.testing import herald_env
 from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, Event
 from producers import business_event, publish
-from tests.conftest import DATA_DIR, Workers, wait_until
+from tests.conftest import DATA_DIR, Workers, fresh_fakes, wait_until
 from tests.helpers import all_done, rows
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakeProviders]:
-    with running_fakes() as fakes:
-        yield fakes
 
 
 @pytest.fixture
 def fake(fakes: FakeProviders, clean: None) -> Iterator[FakeProviders]:
-    fakes.call(fakes.reset)
+    fresh_fakes(fakes)
     # The fake's subscriptions point at this machine: herald registers them only with this setting.
     with herald_env({"HERALD_WEBPUSH_ALLOW_LOOPBACK": "true"}):
         yield fakes

@@ -13,7 +13,8 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env, running_fakes
+from herald.fakes.testing import herald_env
+from tests.conftest import fresh_fakes
 from workers.deliver import vapid
 from workers.deliver import webpush as webpush_module
 from workers.deliver.base import Message, Payload, Target
@@ -21,15 +22,9 @@ from workers.deliver.sender import MAX_ANSWER_CHARS
 from workers.deliver.webpush import ERRORS, MAX_CLEARTEXT_BYTES, WebPushChannel
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakeProviders]:
-    with running_fakes() as fakes:
-        yield fakes
-
-
 @pytest.fixture
 def webpush(fakes: FakeProviders, clean: None) -> Iterator[WebPushChannel]:
-    fakes.call(lambda: [p.reset() for p in fakes.providers.values()])
+    fresh_fakes(fakes)
     with herald_env(fakes.env()):
         channel = WebPushChannel()
         channel.alert_auth = lambda reason, count: None  # type: ignore[method-assign]

@@ -23,14 +23,13 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
-import redis
 from sqlalchemy import select, update
 
 from herald import db, devices
 from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env, running_fakes
+from herald.fakes.testing import herald_env
 from herald.models import Delivery, DeliveryAttempt, Event, Notification, Person, utcnow
-from tests.conftest import REDIS_URL, TEST_ENV
+from tests.conftest import fresh_fakes
 from tests.helpers import rows
 from workers.deliver.sender import ProviderChannel
 from workers.deliver.tasks import channel_for, deliver_batch
@@ -41,19 +40,9 @@ HANG_S = 3.0
 CHANNELS = ["fcm", "apns", "webpush"]
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakeProviders]:
-    with running_fakes() as fakes:
-        yield fakes
-
-
 @pytest.fixture
 def fake(fakes: FakeProviders, clean: None) -> Iterator[FakeProviders]:
-    fakes.call(fakes.reset)
-    r = redis.Redis.from_url(REDIS_URL)
-    for key in r.scan_iter(f"{TEST_ENV['HERALD_BROKER_KEY_PREFIX']}herald:gate:*"):
-        r.delete(key)  # circuits left open by an earlier test
-    fakes.settle()
+    fresh_fakes(fakes)
     with herald_env({**fakes.env(), **SETTINGS}):
         yield fakes
         for name in CHANNELS:

@@ -28,6 +28,8 @@ elif _amqp:
     # Publisher confirms: a publish returns only once RabbitMQ has the message (in a quorum queue:
     # once a majority of its replicas wrote it to disk).
     broker_transport_options = {"confirm_publish": True}
+    # A retry's delayed delivery must not carry the x-death headers of the message it replaces (herald/broker.py).
+    broker.install_amqp()
 else:
     # kombu's Redis transport with a guard against the restore_unacked crash (herald/broker.py says why).
     broker.install()

@@ -1,8 +1,9 @@
-"""What herald adds to kombu's brokers: a Redis transport that survives restarts, and a durability check.
+"""What herald adds to kombu's brokers: a Redis transport that survives restarts, a durability check, and
+on RabbitMQ a guard that keeps a delivery's dead-letter headers off every message herald publishes.
 
 celeryconfig calls :func:`install` on Redis, so that ``redis://`` and ``rediss://`` URLs get
 :class:`RedisTransport`; a worker checks at start whether its Redis keeps what it confirmed
-(:func:`check_redis_persistence`).
+(:func:`check_redis_persistence`). On RabbitMQ it calls :func:`install_amqp`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any, cast
 
 import kombu.transport
 import redis
+from celery.app.task import X_DEATH_HEADERS
+from celery.signals import before_task_publish
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,32 @@ def install() -> None:
     for scheme in ("redis", "rediss"):
         kombu.transport.TRANSPORT_ALIASES[scheme] = f"{__name__}:RedisTransport"
         kombu.transport._transport_cache.pop(scheme, None)  # resolved before install(): resolve again
+
+
+def install_amqp() -> None:
+    """RabbitMQ: publish no message with the ``x-death`` headers of the delivery it was made from.
+
+    A countdown on quorum queues travels through Celery's native delayed delivery: a chain of queues
+    ``celery_delayed_27`` .. ``celery_delayed_0`` whose messages expire into the next one, dead-lettered
+    at-least-once. RabbitMQ records each hop in the message's ``x-death`` header and drops a message whose
+    ``x-death`` already names the queue it is about to be dead-lettered to, with every death by expiry: a
+    "dead-letter queues cycle" (one warning in RabbitMQ's log, nothing to the publisher). A retry is a new
+    message, but herald's retry carries the request's headers forward (its outage and failure counts travel
+    there), and on a worker those include the ``x-death`` of the delayed trip the message came by: the next
+    retry whose delay passes a queue of the previous trip (a 1 s countdown, then a 3 s one: ``celery_delayed_0``
+    twice) vanished. Measured: 17 of 30 accepted events lost in the Postgres-cut drill on RabbitMQ 3.10.8.
+
+    Celery filters the same headers when it builds a retry's options (``Context.as_execution_options``), but
+    not from headers a task passes to ``retry`` itself: this guard removes them from every publish, whatever
+    path built it.
+    """
+    before_task_publish.connect(_drop_dead_letter_headers, weak=False, dispatch_uid=f"{__name__}.amqp")
+
+
+def _drop_dead_letter_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers:
+        for name in X_DEATH_HEADERS:
+            headers.pop(name, None)
 
 
 def check_redis_persistence(url: str) -> str | None:

@@ -1,7 +1,8 @@
 """Fault drills: the whole stack as separate processes, one fault at a time (issue 8, DESIGN "Reliability contract").
 
-Each drill starts what it breaks on its own: a ``redis-server`` on a free port (the broker, restartable),
-and a TCP proxy in front of the session's Postgres database (cut = the database is gone, restore = back).
+Each drill starts what it breaks on its own: a ``redis-server`` on a free port (the broker, restartable) or,
+for a module that overrides ``drill_broker`` (test_rabbitmq.py), a virtual host of its own on the shared
+RabbitMQ, and a TCP proxy in front of the session's Postgres database (cut = the database is gone, restore = back).
 Around them: one ``herald worker --pool NAME`` per pool (the sweeps pool runs beat), the provider fakes on a
 thread of the test process (FCM, APNs and Web Push at 20 ms), and a directory whose subscribers have devices
 on the three channels. A burst is published from a subprocess in direct mode; the drill then asserts the
@@ -111,6 +112,38 @@ class DrillRedis:
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
+
+
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+class DrillRabbit:
+    """A virtual host of the drill's own on the shared RabbitMQ (127.0.0.1:5672), created at start and deleted
+    at stop. The shared broker itself is never stopped or restarted: there is no broker-restart drill on it."""
+
+    def __init__(self, tag: str) -> None:
+        self.vhost = f"herald_drill_{tag}"
+        self.url = f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
+
+    def start(self) -> None:
+        rabbitmqctl("add_vhost", self.vhost)
+        rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+
+    def stop(self) -> None:
+        try:
+            rabbitmqctl("delete_vhost", self.vhost)
+        except subprocess.CalledProcessError:
+            pass  # never created, or already gone
+
+    def depth(self, queue: str) -> int:
+        listing = rabbitmqctl("list_queues", "-p", self.vhost, "name", "messages_ready")
+        rows = (line.split("\t") for line in listing.strip().splitlines() if "\t" in line)
+        return next((int(n) for name, n in rows if name == queue and n.isdigit()), 0)
+
+
+Broker = DrillRedis | DrillRabbit
 
 
 class PgProxy:
@@ -280,8 +313,10 @@ class Stack:
             raise AssertionError(f"{exc}: {json.dumps(pools, default=str)[:3000]}") from None
         return time.monotonic() - start
 
-    def queue_depth(self, broker: DrillRedis, queue: str) -> int:
-        """Messages waiting in one queue of the drill's Redis (kombu's list, under the key prefix)."""
+    def queue_depth(self, broker: Broker, queue: str) -> int:
+        """Messages waiting in one queue of the drill's broker (on Redis, kombu's list under the key prefix)."""
+        if isinstance(broker, DrillRabbit):
+            return broker.depth(queue)
         prefix = self.env.get("HERALD_BROKER_KEY_PREFIX", "")
         return int(broker.client().llen(f"{prefix}{queue}"))
 
@@ -533,12 +568,19 @@ def drill_fakes() -> Iterator[Any]:
         yield fakes
 
 
+@pytest.fixture(scope="module")
+def drill_broker() -> str:
+    """The broker a module's drills run on: ``redis`` (a ``redis-server`` of the drill's own) or ``rabbitmq``
+    (a vhost of its own on the shared RabbitMQ). A module overrides this fixture to choose."""
+    return "redis"
+
+
 @dataclass
 class Drill:
     """What one drill works with: its stack, broker, database proxy, fakes and directory."""
 
     stack: Stack
-    broker: DrillRedis
+    broker: Broker
     db_proxy: PgProxy
     fakes: Any
     directory: Directory
@@ -551,11 +593,12 @@ class Drill:
         return assert_promise(drill, accepted, self.directory, self.fakes, self.stack, since, timeout_s)
 
 
-def _new_drill(fakes: Any, folder: Path, pools: tuple[str, ...], extra_env: dict[str, str]) -> Drill:
+def _new_drill(fakes: Any, folder: Path, pools: tuple[str, ...], extra_env: dict[str, str],
+               broker_kind: str = "redis") -> Drill:
     from tests.conftest import TEST_ENV
 
     tag = uuid.uuid4().hex[:6]
-    broker = DrillRedis(folder)
+    broker: Broker = DrillRabbit(tag) if broker_kind == "rabbitmq" else DrillRedis(folder)
     broker.start()
     proxy = PgProxy()
     proxy.start()
@@ -563,10 +606,16 @@ def _new_drill(fakes: Any, folder: Path, pools: tuple[str, ...], extra_env: dict
            "HERALD_BROKER_URL": broker.url, "HERALD_BROKER_KEY_PREFIX": f"drill-{tag}:",
            "HERALD_DATABASE_URL": proxy.url(), "HERALD_DATA_DIR": str(folder),
            "HERALD_DEV_OUTPUT": str(folder / "dev-channel.jsonl"), **extra_env}
-    fakes.call(fakes.reset)
-    directory = load_directory(fakes, tag)
     stack = Stack(env, folder)
-    stack.start_all(pools)
+    try:
+        fakes.call(fakes.reset)
+        directory = load_directory(fakes, tag)
+        stack.start_all(pools)
+    except BaseException:  # no stack, vhost or redis-server left behind by a drill that never started
+        stack.stop()
+        broker.stop()
+        proxy.cut()
+        raise
     return Drill(stack, broker, proxy, fakes, directory, tag)
 
 
@@ -583,10 +632,10 @@ def _folder(name: str) -> Path:
 
 
 @pytest.fixture
-def drill(drill_fakes: Any, clean: None, request: pytest.FixtureRequest) -> Iterator[Drill]:
+def drill(drill_fakes: Any, drill_broker: str, clean: None, request: pytest.FixtureRequest) -> Iterator[Drill]:
     """A whole stack of the test's own (``@pytest.mark.drill_env(KEY=value)`` adds settings)."""
     extra = {k: str(v) for m in request.node.iter_markers("drill_env") for k, v in m.kwargs.items()}
-    d = _new_drill(drill_fakes, _folder(request.node.name), DRILL_POOLS, extra)
+    d = _new_drill(drill_fakes, _folder(request.node.name), DRILL_POOLS, extra, drill_broker)
     try:
         yield d
     finally:
@@ -594,8 +643,8 @@ def drill(drill_fakes: Any, clean: None, request: pytest.FixtureRequest) -> Iter
 
 
 @pytest.fixture(scope="module")
-def _module_drill(drill_fakes: Any, request: pytest.FixtureRequest) -> Iterator[Drill]:
-    d = _new_drill(drill_fakes, _folder(request.module.__name__), DRILL_POOLS, {})
+def _module_drill(drill_fakes: Any, drill_broker: str, request: pytest.FixtureRequest) -> Iterator[Drill]:
+    d = _new_drill(drill_fakes, _folder(request.module.__name__), DRILL_POOLS, {}, drill_broker)
     try:
         yield d
     finally:

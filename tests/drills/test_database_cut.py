@@ -15,9 +15,17 @@ OUTAGE_S = 20
 
 
 # What an outage legitimately causes: failed connections, logged while they are retried.
-@pytest.mark.expect_log_errors(r"OperationalError", r"[Cc]onnection refused", r"server closed the connection",
-                               r"consuming input failed|connection is lost|connection failed")
+OUTAGE_LOG_ERRORS = (r"OperationalError", r"[Cc]onnection refused", r"server closed the connection",
+                     r"consuming input failed|connection is lost|connection failed")
+
+
+@pytest.mark.expect_log_errors(*OUTAGE_LOG_ERRORS)
 def test_database_cut_for_20s_is_waited_out(drill: Drill) -> None:
+    database_cut_drill(drill)
+
+
+def database_cut_drill(drill: Drill, broker: str = "") -> None:
+    """The drill itself, on whichever broker ``drill`` runs (``broker`` names it in the figures)."""
     # given a burst under way
     burst = drill.burst(count=30, pace_s=0.05)
     wait_until(lambda: len(burst.accepted()) >= 10, timeout_s=30, message="the burst under way")
@@ -27,4 +35,4 @@ def test_database_cut_for_20s_is_waited_out(drill: Drill) -> None:
     drill.db_proxy.restore()
     accepted = burst.wait()
     # then the outage was waited out: every accepted event stored and delivered, nothing acknowledged unrecorded
-    drill.promise(f"Postgres cut {OUTAGE_S}s", accepted, since=burst.started, timeout_s=150)
+    drill.promise(f"Postgres cut {OUTAGE_S}s{broker and f' ({broker})'}", accepted, since=burst.started, timeout_s=150)

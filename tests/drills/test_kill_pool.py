@@ -43,7 +43,11 @@ IN_HAND: dict[str, Callable[[Burst], bool]] = {
 
 @pytest.mark.parametrize("pool", list(IN_HAND))
 def test_sigkill_of_a_pool_loses_nothing(shared_drill: Drill, pool: str) -> None:
-    drill = shared_drill
+    kill_pool_drill(shared_drill, pool)
+
+
+def kill_pool_drill(drill: Drill, pool: str, broker: str = "") -> None:
+    """The drill itself, on whichever broker ``drill`` runs (``broker`` names it in the figures)."""
     if pool == "retry":  # transient FCM errors, so that the retry queue has work to lose
         drill.fakes.call(lambda: setattr(drill.fakes.providers["fcm"].switches, "error_rate", 0.3))
     # given a burst under way, and the pool holding work
@@ -61,5 +65,5 @@ def test_sigkill_of_a_pool_loses_nothing(shared_drill: Drill, pool: str) -> None
     drill.stack.start(pool)
     accepted = burst.wait()
     # then every accepted event is stored and every target sent, resends recorded, no other pool died
-    drill.promise(f"SIGKILL {pool}", accepted, since=burst.started)
+    drill.promise(f"SIGKILL {pool}{broker and f' ({broker})'}", accepted, since=burst.started)
     assert sent_count(accepted) == len(accepted) * 12

@@ -87,8 +87,9 @@ def install_amqp() -> None:
     twice) vanished. Measured: 17 of 30 accepted events lost in the Postgres-cut drill on RabbitMQ 3.10.8.
 
     Celery filters the same headers when it builds a retry's options (``Context.as_execution_options``), but
-    not from headers a task passes to ``retry`` itself: this guard removes them from every publish, whatever
-    path built it.
+    not from headers a task passes to ``retry`` itself. herald's retry now carries only its own headers
+    (herald/tasks.py); this guard removes the ``x-death`` trail from every publish anyway, whatever path
+    built it.
     """
     before_task_publish.connect(_drop_dead_letter_headers, weak=False, dispatch_uid=f"{__name__}.amqp")
 

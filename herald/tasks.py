@@ -124,7 +124,9 @@ class HeraldTask(Task):  # type: ignore[misc]
 
     def _retry(self, exc: BaseException, countdown: float, headers: dict[str, Any]) -> NoReturn:
         """Send the task to the retry queue; if that cannot be published, put the message back, never ack it."""
-        carried = {**(self.request.headers or {}), FAILURES_HEADER: self._header(FAILURES_HEADER, None),
+        # Only herald's own headers travel to the retry: the request's others belong to its delivery (on RabbitMQ
+        # its ``x-death`` trail, which made RabbitMQ drop a later delayed retry as a cycle; herald/broker.py).
+        carried = {FAILURES_HEADER: self._header(FAILURES_HEADER, None),
                    OUTAGE_HEADER: self._header(OUTAGE_HEADER, None), **headers}
         retries = self.request.retries or 0
         try:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,22 +206,27 @@ class Workers:
             proc.wait(timeout=30)
 
     def stop_all(self) -> None:
-        # A warm shutdown, as an operator's `kill` does: SIGTERM to the main process only, which lets its pool
-        # processes finish their tasks (SIGTERM to the whole group would kill them mid-task). Whatever is left
-        # after the grace period is killed, group and all.
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        stop_warmly(self.procs)
+
+
+def stop_warmly(procs: Iterable[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    """A warm shutdown, as an operator's `kill` does: SIGTERM to each main process only, which lets its pool
+    processes finish their tasks (SIGTERM to the whole group would kill them mid-task). Whatever is left
+    after the grace period is killed, group and all."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 @pytest.fixture

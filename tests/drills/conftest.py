@@ -35,7 +35,7 @@ import redis
 import yaml
 from sqlalchemy import func, select
 
-from tests.conftest import DATA_DIR, DB_NAME, ROOT, track_log, wait_until
+from tests.conftest import DATA_DIR, DB_NAME, ROOT, stop_warmly, track_log, wait_until
 
 DRILL_POOLS = ("ingest", "enrich", "resolve", "deliver.fcm", "deliver.apns", "deliver.webpush", "retry", "sweeps")
 PEOPLE_PER_CHANNEL = 4  # 12 targets per event: a burst of 30 events is 360 targets
@@ -321,19 +321,7 @@ class Stack:
         return int(broker.client().llen(f"{prefix}{queue}"))
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        stop_warmly(self.procs.values(), grace_s=20)
 
     def track_logs(self) -> None:
         """Put every log of this stack under the suite's guard for the current test (a shared stack)."""

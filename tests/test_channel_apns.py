@@ -118,7 +118,8 @@ def test_streams_a_goaway_left_unprocessed_are_resent_on_a_new_connection(fakes:
     fakes.apns.goaway_after = 15
     connections = fakes.apns.connections
     results = apns.send([message(f"g{i}", delivery_id=i) for i in range(120)])
-    assert [r.outcome for r in results].count("sent") == 120
+    assert [r.outcome for r in results].count("sent") == 120, [(r.delivery_id, r.outcome, r.reason)
+                                                               for r in results if r.outcome != "sent"]
     assert fakes.apns.connections - connections >= 8  # 120 requests, 15 per connection
     # and each was processed once: the answers to the streams below a GOAWAY still arrive (RFC 9113
     # section 6.8), so no answered request is mistaken for an unanswered one and sent twice

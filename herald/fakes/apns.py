@@ -42,6 +42,8 @@ HOSTS = {"production": "apns", "sandbox": "apns_sandbox"}  # environment -> list
 PUSH_TYPES = {"alert", "background", "location", "voip", "complication", "fileprovider", "mdm",
               "liveactivity", "pushtotalk"}
 
+LINGER_S = 1.0  # how long a connection that sent GOAWAY stays open after its last answer
+
 
 class FakeApns:
     """State shared by the sandbox and production listeners."""
@@ -174,6 +176,7 @@ class ApnsProtocol(asyncio.Protocol):
         self.handled = 0
         self.last_processed = 0
         self.going_away = False
+        self.goaway_last_id = 0  # the GOAWAY's last stream id: streams up to it are still answered
         self.open_streams = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -210,17 +213,18 @@ class ApnsProtocol(asyncio.Protocol):
 
     def start(self, stream_id: int) -> None:
         headers, body = self.requests.pop(stream_id, ({}, bytearray()))
-        if self.going_away:
+        if self.going_away and stream_id > self.goaway_last_id:
             return  # above the GOAWAY's last stream id: never processed, the client resends it
         self.handled += 1
         self.last_processed = stream_id
         self.open_streams += 1
         asyncio.ensure_future(self.respond(stream_id, headers, bytes(body)))
-        if self.fake.goaway_after and self.handled >= self.fake.goaway_after:
+        if self.fake.goaway_after and not self.going_away and self.handled >= self.fake.goaway_after:
             # A graceful GOAWAY (RFC 9113 section 6.8), as APNs sends: the streams up to this one are
             # still answered, the later ones never processed. h2's close_connection() would refuse to
             # send those answers (its state is CLOSED after a GOAWAY), so the frame is written as is.
-            self.going_away = True
+            # (A stream below it may still be arriving: streams end out of order. It is answered too.)
+            self.going_away, self.goaway_last_id = True, stream_id
             self.flush()
             goaway = hyperframe.frame.GoAwayFrame(0)
             goaway.last_stream_id = stream_id
@@ -244,8 +248,17 @@ class ApnsProtocol(asyncio.Protocol):
             pass
         finally:
             self.open_streams -= 1
-            if self.going_away and self.open_streams == 0 and self.transport is not None:
-                self.transport.close()
+            if (self.going_away and self.open_streams == 0 and self.transport is not None
+                    and not any(sid <= self.goaway_last_id for sid in self.requests)):
+                # A lingering close, as real servers do: the client may still be writing streams it sent
+                # before it read the GOAWAY; closing at once would make the kernel answer them with a TCP
+                # reset, which destroys the answers still on their way to the client. The client closes
+                # first once it has them; this is the backstop.
+                asyncio.get_running_loop().call_later(LINGER_S, self._close_transport)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -1,6 +1,6 @@
 """FCM HTTP v1: https://firebase.google.com/docs/reference/fcm/rest/v1/projects.messages/send
 
-Transport, by measurement (DESIGN.md, "Costs measured"): firebase-admin's ``send_each_async``
+Transport, by measurement (docs/channels.md, "Why these clients"): firebase-admin's ``send_each_async``
 (httpx over HTTP/2) costs about 5 ms of CPU per message here, aiohttp about 0.4 ms for the same
 request, so herald posts the v1 JSON itself through one aiohttp session per process, with
 persistent keep-alive connections. ``validate_only`` is sent explicitly false (firebase-admin's

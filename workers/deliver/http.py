@@ -1,6 +1,6 @@
 """What the HTTP/1.1 channels (FCM and Web Push) share: one pooled aiohttp session per process.
 
-aiohttp was chosen by measurement (DESIGN.md: about 0.4 ms of CPU per request, against 2.6 ms
+aiohttp was chosen by measurement (docs/channels.md: about 0.4 ms of CPU per request, against 2.6 ms
 for httpx over HTTP/2). The session is created on the delivery loop after fork, keeps its
 connections alive between batches, and never opens more than the provider's in-flight limit.
 Redirects are never followed (a provider does not redirect; an endpoint that does is not one) and

@@ -68,6 +68,18 @@ def backoff_s(attempt: int, *, retry_after_s: float | None = None) -> float:
     return min(delay, settings.retry_max_s)
 
 
+def interruption(exc: BaseException) -> BaseException | None:
+    """The SystemExit or KeyboardInterrupt an exception was raised while handling, if any (a stopping process)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, SystemExit | KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class HeraldTask(Task):  # type: ignore[misc]
     abstract = True
     acks_late = True
@@ -92,6 +104,12 @@ class HeraldTask(Task):  # type: ignore[misc]
             # the infrastructure answered, so whatever outage came before is over
             self._retry(exc, countdown, {FAILURES_HEADER: failures, OUTAGE_HEADER: None})
         except Exception as exc:  # noqa: BLE001 - the whole point: never crash-loop
+            interrupted = interruption(exc)
+            if interrupted is not None:
+                # The process is being stopped (billiard raises SystemExit from its signal handler, here inside
+                # a database call that then failed as a driver error): not the task's fault. Let the exit go
+                # on; acks_late and reject_on_worker_lost give the message back for another worker.
+                raise interrupted from exc
             self._dead_letter(args, kwargs, f"{type(exc).__name__}: {exc}")
             return None
 

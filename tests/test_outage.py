@@ -108,3 +108,25 @@ def test_an_outage_longer_than_the_deadline_is_dead_lettered(clean: None) -> Non
     assert len(calls) == 1
     [reason] = [r.reason for r in rows(select(DeadLetter.reason))]
     assert reason.startswith("database or broker unreachable for 1000s (deadline 900s)")
+
+
+def stopped_mid_query() -> sqlalchemy.exc.ProgrammingError:
+    """What a pool process saw when billiard's SIGTERM handler raised SystemExit inside a database call."""
+    try:
+        try:
+            raise SystemExit(-241)
+        except SystemExit as stop:
+            raise sqlalchemy.exc.ProgrammingError(
+                "SELECT 1", {}, Exception("can't change 'autocommit' now: connection in transaction status ACTIVE")
+            ) from stop
+    except sqlalchemy.exc.ProgrammingError as exc:
+        return exc
+
+
+def test_a_task_stopped_with_its_process_is_given_back_not_dead_lettered(clean: None) -> None:
+    # given a task whose process is being stopped in the middle of a database call (seen in a drill's teardown)
+    with pytest.raises(SystemExit):
+        run([stopped_mid_query()])
+    # then the exit goes on (the message returns to the broker: acks_late, reject_on_worker_lost)
+    # and it is not mistaken for a poison message
+    assert rows(select(DeadLetter.reason)) == []

@@ -16,10 +16,13 @@ pytestmark = pytest.mark.drill
                                r"Couldn't ack .*reason:network:ConnectionError", r"Error on restarting Gossip",
                                r"Error while reading from|Connection refused|ConnectionError")
 def test_redis_restarted_mid_burst_loses_no_accepted_event(drill: Drill) -> None:
-    # given a fast burst under way, with messages waiting in the ingest queue and held by the pools
-    burst = drill.burst(count=40, pace_s=0.005)
+    # given a burst under way, with messages waiting in the ingest queue and held by the pools (ingest is held
+    # back until a backlog has formed: on an idle machine it would keep the queue empty)
+    drill.stack.stop_pool("ingest")
+    burst = drill.burst(count=40, pace_s=0.05)
     wait_until(lambda: drill.stack.queue_depth(drill.broker, "ingest") >= 5, timeout_s=30, interval_s=0.02,
                message="a backlog in the ingest queue")
+    drill.stack.start("ingest", wait=False)
     # when Redis is killed and started again empty, while the producer still publishes
     drill.broker.restart(down_s=1.0)
     accepted = burst.wait()

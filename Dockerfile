@@ -8,6 +8,8 @@ COPY herald ./herald
 COPY producers ./producers
 COPY workers ./workers
 COPY schedules ./schedules
+COPY cli ./cli
+COPY devtools ./devtools
 # The versions the tests ran with (requirements.lock as constraints), then an unprivileged user that
 # owns only its data directory (beat's schedule file, the dev channel's output): the code stays root's.
 RUN pip install --no-cache-dir -c requirements.lock . \

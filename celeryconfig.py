@@ -7,7 +7,7 @@ this module; the README lists the environment variables.
 from kombu import Exchange, Queue
 
 from herald import broker
-from herald.routing import QUEUES, RETRY_QUEUE, route
+from herald.lanes import QUEUES, RETRY_QUEUE, route
 from herald.settings import get_settings
 
 _settings = get_settings()
@@ -57,7 +57,7 @@ if _amqp:
     worker_detect_quorum_queues = True
 else:
     task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
-task_routes = (route,)  # TASK_ROUTES, and the ops lane chosen per send (herald/routing.py)
+task_routes = (route,)  # TASK_ROUTES, and the ops lane chosen per send (herald/lanes.py)
 task_default_queue = RETRY_QUEUE  # never used by herald's own tasks: the routing test proves it
 task_create_missing_queues = False
 
@@ -79,8 +79,8 @@ task_send_sent_event = True
 
 timezone = "UTC"
 enable_utc = True
-imports = ("workers.ingest", "workers.enrich", "workers.resolve", "workers.deliver.tasks",
-           "schedules.tasks")
+imports = ("workers.ingest", "workers.enrich", "workers.resolve", "workers.deliver.delivery",
+           "schedules.periodic")
 
 import schedules.stamps  # noqa: E402,F401  (stamps publish times for the backlog scan)
 from schedules.beat import beat_schedule  # noqa: E402,F401  (the one schedule table)

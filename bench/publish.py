@@ -68,9 +68,9 @@ def clear(broker: str) -> None:
 
 def run(mode: str, n: int) -> dict[str, Any]:
     from herald import db
+    from herald.publishing import publish_many
     from herald.settings import get_settings
     from producers import artifact_deployed, publish
-    from producers.publish import publish_many
 
     os.environ["HERALD_PUBLISH_DIRECT_RECORD"] = "false" if mode == "broker only" else "true"
     get_settings.cache_clear()

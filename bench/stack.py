@@ -42,7 +42,7 @@ def start_fakes(group: Group, folder: Path, latency_ms: float) -> tuple[dict[str
     """The fakes in their own process (their CPU is reported apart); returns (environment, control URL)."""
     env_file = folder / "fakes.env"
     env_file.unlink(missing_ok=True)
-    group.start("fakes", [sys.executable, "-m", "herald", "fakes", "serve", "--dir", str(folder), "--port", "0",
+    group.start("fakes", [sys.executable, "-m", "cli", "fakes", "serve", "--dir", str(folder), "--port", "0",
                           "--latency-ms", str(latency_ms)], os.environ.copy(), folder.parent / "fakes.log")
     deadline = time.monotonic() + 60
     while not env_file.exists():
@@ -65,7 +65,7 @@ def control(url: str, path: str, body: Any = None) -> Any:
 def start_herald(group: Group, env: dict[str, str], logs: Path, deliver_concurrency: int,
                  deliver_kind: str = "prefork") -> None:
     """herald's pools as in production, each its own worker: the pipeline, one per channel, retry."""
-    herald = [sys.executable, "-m", "herald", "worker", "--loglevel", "WARNING"]
+    herald = [sys.executable, "-m", "cli", "worker", "--loglevel", "WARNING"]
     group.start("pipeline", [*herald, "--pool", "ingest,enrich,resolve", "-c", "1", "--kind", "prefork"], env,
                 logs / "pipeline.log")
     for channel in ("fcm", "apns", "webpush"):

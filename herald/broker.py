@@ -88,7 +88,7 @@ def install_amqp() -> None:
 
     Celery filters the same headers when it builds a retry's options (``Context.as_execution_options``), but
     not from headers a task passes to ``retry`` itself. herald's retry now carries only its own headers
-    (herald/tasks.py); this guard removes the ``x-death`` trail from every publish anyway, whatever path
+    (herald/taskbase.py); this guard removes the ``x-death`` trail from every publish anyway, whatever path
     built it.
     """
     before_task_publish.connect(_drop_dead_letter_headers, weak=False, dispatch_uid=f"{__name__}.amqp")

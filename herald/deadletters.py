@@ -140,7 +140,7 @@ def replay(ids: list[int] | None = None, *, include_replayed: bool = False) -> l
     replay and are skipped.
     """
     from herald.app import app
-    from herald.routing import TASK_ROUTES
+    from herald.lanes import TASK_ROUTES
 
     replayed: list[int] = []
     sends: list[tuple[str, list[Any]]] = []

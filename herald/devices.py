@@ -34,8 +34,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from herald.errors import InvalidDevice
+from herald.lanes import CHANNELS
 from herald.models import Device, Person, utcnow
-from herald.routing import CHANNELS
 
 # FCM registration tokens are about 160 URL-safe characters, but Google documents no format: herald
 # refuses what cannot be one (empty, over 1 KB, other characters). An installation id (FID) is 22

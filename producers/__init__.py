@@ -6,7 +6,7 @@
 
 from herald.errors import BrokerUnavailable, InvalidEvent, PublishError
 from herald.events import Event, Severity, from_cloudevent, make_event
-from producers.credentials import declare_credential
+from herald.publishing import publish, publish_many
 from producers.devices import register_device
 from producers.helpers import (
     approval_requested,
@@ -22,7 +22,7 @@ from producers.helpers import (
     ops_event,
     respond,
 )
-from producers.publish import publish, publish_many
+from producers.inventory import declare_credential
 
 __all__ = [
     "BrokerUnavailable", "Event", "InvalidEvent", "PublishError", "Severity", "approval_requested",

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from herald.lanes import QUEUES
 from herald.models import Delivery, DeliveryAttempt, Event, utcnow
-from herald.routing import QUEUES
 from herald.settings import get_settings
 from schedules import sla
 from schedules.conditions import observe, observe_dead_letters

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from herald import deadletters
 from herald.models import OpsCondition
+from herald.publishing import publish
 from herald.settings import get_settings
 from producers.helpers import ops_event
-from producers.publish import publish
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from sqlalchemy import and_, case, func, or_, select, update
 
 from herald import db
 from herald.app import app
+from herald.lanes import OPS_QUEUE, RETRY_QUEUE
 from herald.models import Delivery, Event, utcnow
-from herald.routing import OPS_QUEUE, RETRY_QUEUE
 from herald.settings import get_settings
 from schedules.queues import queue_stats
 

@@ -5,7 +5,7 @@ or, when beat started after that (or it never succeeded), since beat started: be
 period after it starts, so right after a start the hourly sweeps have not run and are not yet due.
 Beat's start is recorded by schedules.stamps as the ``beat`` row of ``sweep_runs``.
 
-Each worker pool (herald.routing.POOLS) is ``up`` while a worker consuming its queues has a heartbeat
+Each worker pool (herald.lanes.POOLS) is ``up`` while a worker consuming its queues has a heartbeat
 younger than ``HERALD_HEARTBEAT_TIMEOUT_S`` (herald.heartbeats), ``down`` once every worker it had
 stopped or went silent (killed, crashed, hung), and ``not seen`` when no worker ever ran it against this
 database (a deployment may leave a pool out, e.g. a channel it does not use; `herald worker --pool all`
@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import select
 
 from herald import db, deadletters
+from herald.lanes import POOLS
 from herald.models import OpsCondition, SweepRun, WorkerHeartbeat, utcnow
-from herald.routing import POOLS
 from herald.settings import get_settings
 from schedules.beat import entries
 from schedules.stamps import BEAT_ROW

@@ -190,7 +190,7 @@ class Workers:
               kind: str = "prefork", beat: bool = False) -> subprocess.Popen[bytes]:
         path = track_log(DATA_DIR / f"worker-{pool}-{uuid.uuid4().hex[:8]}.log")
         log = open(path, "ab")  # noqa: SIM115
-        argv = [sys.executable, "-m", "herald", "worker", "--pool", pool, "--concurrency", str(concurrency),
+        argv = [sys.executable, "-m", "cli", "worker", "--pool", pool, "--concurrency", str(concurrency),
                 "--kind", kind, "--loglevel", "INFO"]
         if beat:
             argv.append("--beat")
@@ -250,8 +250,8 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[Any]:
-    """Local FCM, APNs and Web Push fakes (herald/fakes), shared by one test module."""
-    from herald.fakes.testing import running_fakes
+    """Local FCM, APNs and Web Push fakes (devtools/fakes), shared by one test module."""
+    from devtools.fakes.testing import running_fakes
 
     with running_fakes() as fakes:
         yield fakes
@@ -266,7 +266,7 @@ def fresh_fakes(fakes: Any) -> None:
     fakes.settle()
 
 
-SAMPLE_DIRECTORY = ROOT / "herald" / "samples" / "directory.yaml"
+SAMPLE_DIRECTORY = ROOT / "devtools" / "samples" / "directory.yaml"
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from herald.fakes import FakeProviders
-from herald.fakes.apns import REASONS
-from herald.fakes.testing import herald_env
+from devtools.fakes import FakeProviders
+from devtools.fakes.apns import REASONS
+from devtools.fakes.testing import herald_env
 from tests.conftest import fresh_fakes
 from workers.deliver.apns import ERRORS, ApnsChannel
 from workers.deliver.base import Message, Payload, Target

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from devtools.fakes import FakeProviders
+from devtools.fakes.testing import herald_env
 from herald import db, devices
-from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env
 from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, Event, Notification, Person, utcnow
 from producers import register_device
 from tests.conftest import fresh_fakes
 from tests.helpers import rows
-from workers.deliver.tasks import channel_for, deliver_batch
+from workers.deliver.delivery import channel_for, deliver_batch
 
 SETTINGS = {"HERALD_CHANNEL_CIRCUIT_FAILURES": "2", "HERALD_CHANNEL_CIRCUIT_OPEN_S": "0.5",
             "HERALD_CHANNEL_CIRCUIT_MAX_OPEN_S": "1", "HERALD_MAX_DELIVERY_ATTEMPTS": "3",

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env
+from devtools.fakes import FakeProviders
+from devtools.fakes.testing import herald_env
 from tests.conftest import fresh_fakes
 from workers.deliver.base import Message, Payload, Target
 from workers.deliver.fcm import ERRORS, FcmChannel, classify

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
+from devtools.fakes import FakeProviders
+from devtools.fakes.testing import herald_env
 from herald import db, directory
-from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env
 from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, Event
 from producers import business_event, publish
 from tests.conftest import DATA_DIR, Workers, fresh_fakes, wait_until

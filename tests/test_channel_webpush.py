@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env
+from devtools.fakes import FakeProviders
+from devtools.fakes.testing import herald_env
 from tests.conftest import fresh_fakes
 from workers.deliver import vapid
 from workers.deliver import webpush as webpush_module

@@ -15,7 +15,7 @@ def herald(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the CLI on the embedded default (no database or broker URL) with a permissive umask."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env["HERALD_DATA_DIR"] = str(data_dir)
-    return subprocess.run(["sh", "-c", 'umask 022; exec "$@"', "sh", sys.executable, "-m", "herald", *args],
+    return subprocess.run(["sh", "-c", 'umask 022; exec "$@"', "sh", sys.executable, "-m", "cli", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 

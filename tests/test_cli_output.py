@@ -1,6 +1,6 @@
 """The CLI prints what input holds as text, never as markup, and event ids whole.
 
-Every command runs as a real process (`python -m herald ...`), 80 columns wide unless said otherwise.
+Every command runs as a real process (`python -m cli ...`), 80 columns wide unless said otherwise.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ HOSTILE = "[/x] evil [bold]b[/bold] [link=file:///etc/passwd]l[/link] [/]"
 
 def herald(*args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb"}
-    return subprocess.run([sys.executable, "-m", "herald", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -142,7 +142,7 @@ def test_an_ambiguous_or_unknown_prefix_exits_with_a_one_line_reason(clean: None
 def test_flower_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch, args: list[str], address: str) -> None:
     from typer.testing import CliRunner
 
-    from herald import cli
+    from cli import main as cli
     from herald.app import app as celery_app
 
     started: list[list[str]] = []

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from herald import credentials
-from herald.credentials import CredentialError, Found, Unreadable
+from herald import inventory
+from herald.inventory import CredentialError, Found, Unreadable
 from herald.settings import get_settings
 
 NOW = datetime.now(UTC)
@@ -92,7 +92,7 @@ def test_single_pem_gives_expiry_subject_issuer_sans_and_fingerprint(tmp_path: P
     path = tmp_path / "erp-client-cert.pem"
     path.write_bytes(pem(cert))
     # when it is read
-    found = credentials.read_file(path)
+    found = inventory.read_file(path)
     # then everything comes from the certificate itself
     assert found.name == "erp-client-cert" and found.kind == "certificate"
     assert found.expires_at == cert.not_valid_after_utc
@@ -105,7 +105,7 @@ def test_der_certificate(tmp_path: Path) -> None:
     cert, _ = make_cert("partner-gw", 100)
     path = tmp_path / "partner.der"
     path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    found = credentials.read_file(path)
+    found = inventory.read_file(path)
     assert (found.expires_at, found.fingerprint) == (cert.not_valid_after_utc, fingerprint(cert))
 
 
@@ -116,7 +116,7 @@ def test_chain_whose_intermediate_expires_first_counts_the_earliest(tmp_path: Pa
     leaf, _ = make_cert("api.example.com", 200, issuer=inter)
     path = tmp_path / "api-chain.pem"
     path.write_bytes(pem(leaf, inter[0], root[0]))
-    found = credentials.read_file(path)
+    found = inventory.read_file(path)
     # then the leaf describes it, the intermediate's date counts, and its fingerprint is the version
     assert found.subject == "CN=api.example.com" and found.issuer == "CN=Intermediate CA"
     assert found.expires_at == inter[0].not_valid_after_utc
@@ -130,7 +130,7 @@ def test_pkcs12_reads_with_the_password_from_the_environment(tmp_path: Path, env
     path = tmp_path / "b2b.p12"
     write_pkcs12(path, cert, key, b"s3cret")
     env["HERALD_CREDENTIAL_PKCS12_PASSWORD"] = "s3cret"
-    found = credentials.read_file(path)
+    found = inventory.read_file(path)
     assert (found.expires_at, found.fingerprint) == (cert.not_valid_after_utc, fingerprint(cert))
 
 
@@ -141,7 +141,7 @@ def test_pkcs12_with_a_wrong_password_is_unreadable_with_a_clear_reason(tmp_path
     write_pkcs12(path, cert, key, b"s3cret")
     env["HERALD_CREDENTIAL_PKCS12_PASSWORD"] = "wrong"
     with pytest.raises(CredentialError) as caught:
-        credentials.read_file(path)
+        inventory.read_file(path)
     assert caught.value.path == str(path) and "PKCS#12" in caught.value.reason
 
 
@@ -149,7 +149,7 @@ def test_jwt_expiry_is_read_without_verifying_the_signature(tmp_path: Path) -> N
     token = make_jwt(3)
     path = tmp_path / "orders-service.jwt"
     path.write_text(token + "\n")
-    found = credentials.read_file(path)
+    found = inventory.read_file(path)
     assert found.kind == "token" and found.subject == "svc-orders"
     assert found.expires_at == datetime.fromtimestamp(int((NOW + timedelta(days=3)).timestamp()), UTC)
 
@@ -157,7 +157,7 @@ def test_jwt_expiry_is_read_without_verifying_the_signature(tmp_path: Path) -> N
 def test_an_expired_jwt_still_reads(tmp_path: Path) -> None:
     path = tmp_path / "old.token"
     path.write_text(make_jwt(-2))
-    assert credentials.read_file(path).expires_at < NOW
+    assert inventory.read_file(path).expires_at < NOW
 
 
 def test_folder_scan_reads_everything_and_reports_the_corrupt_file_without_stopping(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_folder_scan_reads_everything_and_reports_the_corrupt_file_without_stopp
     (tmp_path / "README.md").write_text("certificates live here")
     seen: list[Path] = []
     # when the folder is scanned
-    items = list(credentials.scan_path(tmp_path, progress=seen.append))
+    items = list(inventory.scan_path(tmp_path, progress=seen.append))
     # then every credential is found, named by its path inside the folder, and the corrupt one is reported
     found = {i.name: i for i in items if isinstance(i, Found)}
     bad = [i for i in items if isinstance(i, Unreadable)]
@@ -188,14 +188,14 @@ def test_declared_list_needs_name_kind_and_expiry(tmp_path: Path) -> None:
     path.write_text("credentials:\n  - {name: partner-key, kind: api_key, expires_at: 2027-01-31}\n"
                     "  - {name: no-date, kind: api_key}\n")
     with pytest.raises(CredentialError, match=r"\[1\].*missing expires_at"):
-        credentials.load_declared(path)
+        inventory.load_declared(path)
 
 
 def test_parse_expiry_accepts_dates_and_zulu_times() -> None:
-    assert credentials.parse_expiry("2027-01-31") == datetime(2027, 1, 31, tzinfo=UTC)
-    assert credentials.parse_expiry("2027-01-31T10:00:00Z") == datetime(2027, 1, 31, 10, tzinfo=UTC)
+    assert inventory.parse_expiry("2027-01-31") == datetime(2027, 1, 31, tzinfo=UTC)
+    assert inventory.parse_expiry("2027-01-31T10:00:00Z") == datetime(2027, 1, 31, 10, tzinfo=UTC)
     with pytest.raises(CredentialError):
-        credentials.parse_expiry("next tuesday")
+        inventory.parse_expiry("next tuesday")
 
 
 # --- hostile files: only regular files under the folder given, size-capped, no content in a reason -------
@@ -204,7 +204,7 @@ SECRET = b"root:$6$hunter2-s3cr3t$abcdefghijklmnopqrstuvwxyz:19000:0:99999:7:::\
 
 
 def unreadable(folder: Path) -> dict[str, str]:
-    return {i.name: i.reason for i in credentials.scan_path(folder) if isinstance(i, Unreadable)}
+    return {i.name: i.reason for i in inventory.scan_path(folder) if isinstance(i, Unreadable)}
 
 
 def test_a_symlink_out_of_the_folder_is_refused_and_nothing_of_its_target_shows(tmp_path: Path) -> None:
@@ -217,13 +217,13 @@ def test_a_symlink_out_of_the_folder_is_refused_and_nothing_of_its_target_shows(
     (folder / "zero.pem").symlink_to("/dev/zero")
     (folder / "inside.pem").symlink_to(folder / "good.pem")  # a link that stays inside is fine
     # when the folder is scanned, then both links out are reported, never read
-    items = list(credentials.scan_path(folder))
+    items = list(inventory.scan_path(folder))
     assert {i.name for i in items if isinstance(i, Found)} == {"good", "inside"}
     assert unreadable(folder) == {"shadow": f"resolves outside {folder} (a symlink?): not read",
                                   "zero": f"resolves outside {folder} (a symlink?): not read"}
     # and a single file given directly is bounded by its own folder
     with pytest.raises(CredentialError, match="resolves outside"):
-        credentials.read_file(folder / "shadow.der")
+        inventory.read_file(folder / "shadow.der")
 
 
 def test_a_file_that_is_not_a_certificate_is_reported_without_its_bytes(tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ def test_a_file_that_is_not_a_certificate_is_reported_without_its_bytes(tmp_path
 def test_fifos_and_oversized_files_are_refused_without_blocking_or_reading_them(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.pem")  # nobody writes: a plain read blocks forever
     with (tmp_path / "huge.pem").open("wb") as f:
-        f.truncate(2 * credentials.MAX_FILE_BYTES)  # sparse: 2 MB that used to be read whole every sweep
+        f.truncate(2 * inventory.MAX_FILE_BYTES)  # sparse: 2 MB that used to be read whole every sweep
     assert unreadable(tmp_path) == {"pipe": "not a regular file: not read",
                                     "huge": "is 2 MB, larger than the limit of 1 MB"}
 
@@ -255,7 +255,7 @@ def test_a_declared_list_is_parsed_safely_and_never_echoed(tmp_path: Path) -> No
         path = tmp_path / name
         path.write_text(text)
         with pytest.raises(CredentialError) as caught:
-            credentials.load_declared(path)
+            inventory.load_declared(path)
         assert expected in caught.value.reason, caught.value.reason
         assert "hunter2" not in caught.value.reason and "root" not in caught.value.reason
 
@@ -274,7 +274,7 @@ def test_cli_import_refuses_what_is_not_a_regular_file_with_exit_2(tmp_path: Pat
     elif target == "folder-link":
         path = tmp_path / "link.yaml"
         path.symlink_to("/dev/zero")
-    done = subprocess.run([sys.executable, "-m", "herald", "credentials", "import", str(path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli", "credentials", "import", str(path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"herald: {path}: not a regular file or a folder: not read"]
@@ -282,7 +282,7 @@ def test_cli_import_refuses_what_is_not_a_regular_file_with_exit_2(tmp_path: Pat
 
 def test_the_sweep_rereads_a_source_with_the_same_checks(clean: None, tmp_path: Path) -> None:
     from herald import db
-    from schedules.credentials import sweep_credentials
+    from schedules.expiry import sweep_credentials
 
     # given a folder imported while it held one good certificate
     folder = tmp_path / "pki"
@@ -290,15 +290,15 @@ def test_the_sweep_rereads_a_source_with_the_same_checks(clean: None, tmp_path: 
     (folder / "erp.pem").write_bytes(pem(make_cert("erp", 200)[0]))
     (tmp_path / "shadow").write_bytes(SECRET)
     with db.session() as s:
-        credentials.rescan_source(s, credentials.add_source(s, folder, environment="prod", owner="team:security"))
+        inventory.rescan_source(s, inventory.add_source(s, folder, environment="prod", owner="team:security"))
     # when the certificate is swapped for a link out of the folder and a 2 MB file appears, and the sweep runs
     (folder / "erp.pem").unlink()
     (folder / "erp.pem").symlink_to(tmp_path / "shadow")
     with (folder / "big.crt").open("wb") as f:
-        f.truncate(2 * credentials.MAX_FILE_BYTES)
+        f.truncate(2 * inventory.MAX_FILE_BYTES)
     assert sweep_credentials() is not None
     # then neither is read: both are reported with a reason that holds nothing of them
     with db.session() as s:
-        errors = {r["name"]: r["error"] for r in credentials.inventory(s)}
+        errors = {r["name"]: r["error"] for r in inventory.list_credentials(s)}
     assert errors == {"erp": f"resolves outside {folder} (a symlink?): not read",
                       "big": "is 2 MB, larger than the limit of 1 MB"}

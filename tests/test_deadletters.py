@@ -36,7 +36,7 @@ def start_with_one_down_device(workers: Workers, *, attempts: int, concurrency: 
 
 
 def herald(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "herald", *args], cwd=ROOT, env=os.environ.copy(),
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=os.environ.copy(),
                           capture_output=True, text=True, timeout=60)
 
 

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
+from cli.main import app as cli
+from devtools.fakes.testing import herald_env
 from herald import db, directory
-from herald.cli import app as cli
 from herald.errors import DirectoryError, InvalidDevice
-from herald.fakes.testing import herald_env
 from herald.models import Device
 from producers import register_device
 from tests.conftest import DATA_DIR

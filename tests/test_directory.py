@@ -109,7 +109,7 @@ def run_check(path: Path, memory_bytes: int = 1 << 30) -> subprocess.CompletedPr
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
-    return subprocess.run([sys.executable, "-m", "herald", "directory", "check", str(path)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli", "directory", "check", str(path)], cwd=ROOT,
                           env=os.environ.copy(), capture_output=True, text=True, timeout=60, preexec_fn=limit)
 
 
@@ -188,11 +188,11 @@ def test_errors_never_echo_the_files_content(tmp_path: Path) -> None:
 def test_cli_check_exits_2_with_every_problem(tmp_path: Path) -> None:
     path = tmp_path / "dir.yaml"
     path.write_text(BROKEN)
-    done = subprocess.run([sys.executable, "-m", "herald", "directory", "check", str(path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli", "directory", "check", str(path)], cwd=ROOT,
                           env=os.environ.copy(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) >= 6
-    ok = subprocess.run([sys.executable, "-m", "herald", "directory", "check", str(SAMPLE_DIRECTORY)], cwd=ROOT,
+    ok = subprocess.run([sys.executable, "-m", "cli", "directory", "check", str(SAMPLE_DIRECTORY)], cwd=ROOT,
                         env=os.environ.copy(), capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "ok (6 people" in ok.stdout
 

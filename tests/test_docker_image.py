@@ -59,7 +59,7 @@ def test_beat_writes_only_into_its_data_directory(clean: None) -> None:
     log_path = track_log(data_dir.parent / "beat.log")
     env = {**os.environ, "HERALD_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "herald", "beat"], cwd=workdir, env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "beat"], cwd=workdir, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: any(data_dir.glob("celerybeat-schedule*")) or proc.poll() is not None, timeout_s=60,

@@ -20,7 +20,7 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
 
 
 def herald(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "herald", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -43,7 +43,7 @@ def test_two_worker_processes_on_sqlite_deliver_a_burst(tmp_path: Path) -> None:
     try:
         # given two separate worker processes sharing nothing but the data directory
         for pools in ("ingest,enrich,resolve", "deliver.fcm,deliver.apns,deliver.webpush,retry"):
-            argv = [sys.executable, "-m", "herald", "worker", "--pool", pools, "--concurrency", "2"]
+            argv = [sys.executable, "-m", "cli", "worker", "--pool", pools, "--concurrency", "2"]
             log = open(track_log(tmp_path / f"{pools[:6]}.log"), "ab")  # noqa: SIM115
             workers.procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                   start_new_session=True))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from herald.cli import app as cli
+from cli.main import app as cli
 from herald.errors import InvalidEvent
 from herald.events import MAX_DATA_DEPTH, validate_event
 from producers import publish

@@ -24,7 +24,7 @@ from producers import (
 from tests.conftest import TEST_ENV, Workers, wait_until
 from tests.helpers import all_done, rows
 
-# APNs tokens of the sample directory (herald/samples/directory.yaml)
+# APNs tokens of the sample directory (devtools/samples/directory.yaml)
 BRUNO_IPHONE = "e2fad090ef691ee4e035178562f08c0e262c9458572d5933b21f44a070564b85"
 DANA_IPHONE = "97395269b5045e46036b9659d5f26ce13bef677975f0bbc49d52c47b495c1f30"
 

@@ -3,7 +3,7 @@
 Issue 8, item 7: an ``ops.*`` event raised by a sweep went ingest -> enrich -> resolve ->
 deliver.<channel> like any other event, so with ingest dead the alert about it waited 10 minutes,
 and under load it queued behind the backlog it reported. Now every stage of such an event runs on
-the ``ops`` queue, which the sweeps pool consumes (herald/routing.py).
+the ``ops`` queue, which the sweeps pool consumes (herald/lanes.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from herald import db, directory
 from herald.app import app
+from herald.lanes import OPS_QUEUE, POOLS, TASK_ROUTES, is_ops, queue_for
 from herald.models import Delivery, Event, Notification
-from herald.routing import OPS_QUEUE, POOLS, TASK_ROUTES, is_ops, queue_for
 from producers import flow_failed, publish
 from schedules.queues import queue_stats
 from tests.conftest import DATA_DIR, Workers, wait_until

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from herald.errors import TransientError
 from herald.models import DeadLetter, Event
 from herald.settings import get_settings
-from herald.tasks import OUTAGE_HEADER, HeraldTask
+from herald.taskbase import OUTAGE_HEADER, HeraldTask
 from producers import artifact_deployed, publish
 from tests.conftest import TEST_ENV, Workers, wait_until
 from tests.helpers import all_done, rows

@@ -70,7 +70,7 @@ def test_flow_failure_text_says_what_broke(event: Event, title: str, body: str) 
 def test_an_escalation_says_nobody_acknowledged_and_the_level() -> None:
     event = flow_event("escalated", "orders-to-erp", environment="prod", severity="critical",
                        error="orders-to-erp: flow.failed: unacknowledged, escalated to level 2")
-    event = event.model_copy(update={"data": {**event.data, "incident_id": 12, "level": 2}})  # as schedules/due.py
+    event = event.model_copy(update={"data": {**event.data, "incident_id": 12, "level": 2}})  # as herald/timers.py
     assert text(event) == ("[prod] incident still unacknowledged: orders-to-erp",
                            "Nobody has acknowledged incident #12: escalated to level 2")
 

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from cli.main import app
 from herald import db
-from herald.cli import app
 from herald.models import OpsCondition, WorkerHeartbeat, utcnow
 from herald.settings import get_settings
 from schedules.stamps import record_beat_start

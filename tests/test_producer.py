@@ -104,7 +104,7 @@ def test_bad_events_are_refused_at_the_edge_and_nothing_is_written(clean: None, 
 
 
 def herald(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "herald", *args], cwd=ROOT, env=os.environ.copy(),
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=os.environ.copy(),
                           capture_output=True, text=True, timeout=60)
 
 
@@ -164,7 +164,7 @@ def test_direct_publish_records_the_event_in_the_outbox_before_the_broker_has_it
 
 
 def test_publish_many_records_every_event_in_one_transaction_and_sends_each(clean: None) -> None:
-    from producers.publish import publish_many
+    from herald.publishing import publish_many
 
     events = [artifact_deployed(f"api-{i}", kind="api", environment="test") for i in range(5)]
     ids = publish_many(events)

@@ -39,8 +39,8 @@ def test_producer_examples_run_and_publish(workers: Workers, sample_directory: N
 
 
 def test_every_setting_is_documented_and_the_readme_table_is_current() -> None:
-    from herald.settings_doc import DOCS, render
+    from devtools.settings_doc import DOCS, render
 
     assert [name for name in Settings.model_fields if name not in DOCS] == []
     assert [name for name in DOCS if name not in Settings.model_fields] == []
-    assert render(README) == README, "run: python -m herald.settings_doc README.md"
+    assert render(README) == README, "run: python -m devtools.settings_doc README.md"

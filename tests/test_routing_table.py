@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import celeryconfig
 from herald.app import app
-from herald.routing import POOLS, QUEUES, TASK_ROUTES
+from herald.lanes import POOLS, QUEUES, TASK_ROUTES
 
 
 def test_every_registered_task_is_routed() -> None:

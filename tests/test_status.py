@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
+from cli.main import app
 from herald import db, deadletters
-from herald.cli import app
 from herald.models import DeadLetter, OpsCondition, Outbox, SweepRun, utcnow
 from herald.settings import get_settings
 from schedules.backlog import scan_backlog

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
-from herald import credentials, db
+from herald import db, inventory
 from herald.models import AuditLog, Credential, CredentialNotice, Incident, Notification, Outbox, Resource
-from schedules.credentials import sweep_credentials
+from schedules.expiry import sweep_credentials
 from tests.conftest import ROOT, Workers, wait_until
 from tests.helpers import rows
 from tests.test_credentials_inventory import (
@@ -48,7 +48,7 @@ def credential_notices(name: str | None = None) -> list[tuple[str, int | None, s
 
 def import_path(path: Path, environment: str = "prod", owner: str | None = "team:security") -> None:
     with db.session() as s:
-        credentials.add_source(s, path, environment=environment, owner=owner)
+        inventory.add_source(s, path, environment=environment, owner=owner)
 
 
 def test_thresholds_crossed_over_simulated_days_notify_exactly_once_each(clean: None, tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_concurrent_sweeps_in_separate_processes_produce_one_set_of_notification
         (tmp_path / f"c{i}.pem").write_bytes(pem(make_cert(f"c{i}", 2 + i)[0]))
     import_path(tmp_path)
     # when four processes sweep at the same moment
-    code = "from schedules.credentials import sweep_credentials; print(sweep_credentials())"
+    code = "from schedules.expiry import sweep_credentials; print(sweep_credentials())"
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE) for _ in range(4)]
     outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs)
@@ -172,14 +172,14 @@ def test_concurrent_sweeps_in_separate_processes_produce_one_set_of_notification
 def test_declared_api_keys_from_the_cli_api_and_the_directory(clean: None) -> None:
     # given an API key declared in code, a client secret declared twice (a rotation), and a directory entry
     with db.session() as s:
-        credentials.declare(s, name="partner-key", kind="api_key", expires_at=NOW + timedelta(days=6),
+        inventory.declare(s, name="partner-key", kind="api_key", expires_at=NOW + timedelta(days=6),
                             environment="prod", owner="person:chen")
         s.add(Resource(kind="credential", name="erp-secret", environment="test", owners=["team:security"],
                        meta={"credential_kind": "client_secret",
                              "expires_at": (NOW + timedelta(days=2)).isoformat()}))
     sweep_credentials()
     with db.session() as s:  # the key is replaced by a new one with a later date: a new version
-        credentials.declare(s, name="partner-key", kind="api_key", expires_at=NOW + timedelta(days=13),
+        inventory.declare(s, name="partner-key", kind="api_key", expires_at=NOW + timedelta(days=13),
                             environment="prod", owner="person:chen")
     sweep_credentials()
     # then each version is notified at its threshold, and the directory entry too
@@ -198,7 +198,7 @@ def test_owners_get_exactly_one_notification_per_threshold_end_to_end(sample_dir
     (tmp_path / "erp-client-cert.pem").write_bytes(pem(make_cert("erp", 0.8)[0]))
     import_path(tmp_path, owner=None)
     with db.session() as s:
-        credentials.declare(s, name="portal-key", kind="api_key", expires_at=NOW + timedelta(days=25),
+        inventory.declare(s, name="portal-key", kind="api_key", expires_at=NOW + timedelta(days=25),
                             environment="prod", owner="person:chen")
     workers.start("all")
     # when the sweep runs three times
@@ -217,8 +217,8 @@ def test_owners_get_exactly_one_notification_per_threshold_end_to_end(sample_dir
 
 def test_naive_and_aware_times_compare_in_days_left() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert credentials.days_left(now + timedelta(days=1, hours=23), now) == 1
-    assert credentials.days_left(now - timedelta(hours=1), now) == -1
+    assert inventory.days_left(now + timedelta(days=1, hours=23), now) == 1
+    assert inventory.days_left(now - timedelta(hours=1), now) == -1
 
 
 def test_the_producer_library_declares_credentials(clean: None) -> None:
@@ -231,5 +231,5 @@ def test_the_producer_library_declares_credentials(clean: None) -> None:
     sweep_credentials()
     sweep_credentials()
     assert credential_notices("billing-key") == [("credential.expiring", 3, "error")]
-    with pytest.raises(credentials.CredentialError):
+    with pytest.raises(inventory.CredentialError):
         declare_credential("bad", kind="api_key", expires_at=datetime.now(UTC), environment="test", owner="nobody")

@@ -11,14 +11,14 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from herald import db
+from herald import timers as due
 from herald.models import AuditLog, DueWork, Incident, utcnow
-from schedules import due
 from tests.conftest import ROOT
 from tests.helpers import rows
 
 TICKER = """
 import json, time
-from schedules.due import tick
+from herald.timers import tick
 totals = {}
 idle = 0
 while idle < 3:

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from cli.main import app
 from herald import db
-from herald.cli import app
 from herald.models import (
     AuditLog,
     CredentialNotice,
@@ -93,9 +93,9 @@ def test_two_beats_by_mistake_still_notify_each_threshold_once(workers: Workers,
     for i in range(3):
         (tmp_path / f"c{i}.pem").write_bytes(pem(make_cert(f"c{i}", 1 + i * 5)[0]))
     with db.session() as s:
-        from herald import credentials
+        from herald import inventory
 
-        credentials.add_source(s, tmp_path, environment="prod", owner="team:security")
+        inventory.add_source(s, tmp_path, environment="prod", owner="team:security")
     fast = {"HERALD_CREDENTIAL_SWEEP_INTERVAL_S": "1"}
     for _ in range(2):
         beat_dir = DATA_DIR / f"beat-{uuid.uuid4().hex[:6]}"

@@ -25,14 +25,14 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import select, update
 
+from devtools.fakes import FakeProviders
+from devtools.fakes.testing import herald_env
 from herald import db, devices
-from herald.fakes import FakeProviders
-from herald.fakes.testing import herald_env
 from herald.models import Delivery, DeliveryAttempt, Event, Notification, Person, utcnow
 from tests.conftest import fresh_fakes
 from tests.helpers import rows
+from workers.deliver.delivery import channel_for, deliver_batch
 from workers.deliver.sender import ProviderChannel
-from workers.deliver.tasks import channel_for, deliver_batch
 from workers.deliver.webpush import WebPushChannel
 
 SETTINGS = {"HERALD_CHANNEL_TIMEOUT_S": "1", "HERALD_RETRY_MAX_S": "0.2", "HERALD_MAX_DELIVERY_ATTEMPTS": "5"}

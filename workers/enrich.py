@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from herald import db
 from herald.app import app
 from herald.errors import PoisonMessage
+from herald.lanes import is_ops, queue_for
 from herald.models import Approval, Event, Incident, Resource, utcnow
-from herald.routing import is_ops, queue_for
-from herald.tasks import HeraldTask
+from herald.taskbase import HeraldTask
 from workers.ingest import event_uuid
 
 log = logging.getLogger(__name__)

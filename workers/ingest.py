@@ -16,17 +16,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from herald import db
+from herald import db, timers
 from herald.app import app
 from herald.audit import audit
 from herald.errors import PoisonMessage
 from herald.events import INCIDENT_TYPES, Event, Severity, validate_event
+from herald.lanes import is_ops, queue_for
 from herald.models import Approval, ApprovalVote, Incident, Outbox, utcnow
 from herald.models import Event as EventRow
-from herald.routing import is_ops, queue_for
 from herald.settings import get_settings
-from herald.tasks import HeraldTask
-from schedules import due
+from herald.taskbase import HeraldTask
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +124,14 @@ def _schedule_escalation(s: Session, incident: Incident) -> None:
     settings = get_settings()
     if settings.escalation_max_level < 1:
         return
-    step = due.schedule(s, "incident.escalate", str(incident.id),
+    step = timers.schedule(s, "incident.escalate", str(incident.id),
                         due_at=utcnow() + timedelta(seconds=settings.escalate_after_s),
                         payload={"repeat_s": settings.escalate_after_s, "max_step": settings.escalation_max_level})
     incident.next_escalation_at = step.due_at
 
 
 def _stop_escalation(s: Session, incident: Incident) -> None:
-    due.cancel(s, "incident.escalate", str(incident.id))
+    timers.cancel(s, "incident.escalate", str(incident.id))
     incident.next_escalation_at = None
 
 

@@ -26,6 +26,7 @@ from herald.app import app
 from herald.directory import in_quiet_hours, on_call_now, route_matches
 from herald.errors import PoisonMessage
 from herald.events import Severity
+from herald.lanes import is_ops, queue_for
 from herald.models import (
     Delivery,
     Device,
@@ -38,9 +39,8 @@ from herald.models import (
     TeamMember,
     utcnow,
 )
-from herald.routing import is_ops, queue_for
 from herald.settings import get_settings
-from herald.tasks import HeraldTask
+from herald.taskbase import HeraldTask
 from workers.ingest import event_uuid
 
 log = logging.getLogger(__name__)

@@ -236,7 +236,7 @@ class Stack:
     def start(self, pool: str, *, wait: bool = True) -> subprocess.Popen[bytes]:
         path = self.folder / f"worker-{pool}-{len(self.logs.get(pool, []))}.log"
         self.logs.setdefault(pool, []).append(track_log(path))
-        argv = [sys.executable, "-m", "herald", "worker", "--pool", pool, "--concurrency", "1", "--loglevel", "INFO"]
+        argv = [sys.executable, "-m", "cli", "worker", "--pool", pool, "--concurrency", "1", "--loglevel", "INFO"]
         if pool == "sweeps":
             argv.append("--beat")
         with open(path, "ab") as log:
@@ -288,7 +288,7 @@ class Stack:
 
     def status(self) -> tuple[int, dict[str, Any]]:
         """``herald status --json`` as an operator runs it: (exit code, what it printed)."""
-        done = subprocess.run([sys.executable, "-m", "herald", "status", "--json"], cwd=ROOT, env=self.env,
+        done = subprocess.run([sys.executable, "-m", "cli", "status", "--json"], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=60)
         try:
             body = json.loads(done.stdout)
@@ -375,7 +375,7 @@ def load_directory(fakes: Any, tag: str, *, ops_devices: bool = True) -> Directo
     }
     path = DATA_DIR / f"drill-directory-{tag}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    from herald.fakes.testing import herald_env
+    from devtools.fakes.testing import herald_env
 
     with herald_env({"HERALD_WEBPUSH_ALLOW_LOOPBACK": "true"}), db.session() as s:
         directory.apply(directory.load(path), s)
@@ -550,7 +550,7 @@ def sent_count(event_ids: list[Any]) -> int:
 
 @pytest.fixture(scope="session")
 def drill_fakes() -> Iterator[Any]:
-    from herald.fakes.testing import running_fakes
+    from devtools.fakes.testing import running_fakes
 
     with running_fakes(latency_ms=20) as fakes:
         yield fakes

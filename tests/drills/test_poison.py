@@ -22,7 +22,7 @@ pytestmark = pytest.mark.drill
 POISONER = """
 import uuid
 from herald.app import app
-from herald.routing import TASK_ROUTES
+from herald.lanes import TASK_ROUTES
 task_of = {queue: task for task, queue in TASK_ROUTES.items()}
 sent = 0
 with app.producer_or_acquire() as producer:

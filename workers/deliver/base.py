@@ -1,7 +1,7 @@
 """The channel interface: a batch of messages in, one result per target out.
 
 A channel never raises for one bad target: it answers with a :class:`Result` whose
-``outcome`` says what herald does next (see ``workers.deliver.tasks``).
+``outcome`` says what herald does next (see ``workers.deliver.delivery``).
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ def _response(change: str, data: dict[str, Any], enrichment: dict[str, Any]) -> 
 def collapse_key(dedup_key: str | None, notification_id: int) -> str:
     """The collapse id / Topic of every copy of one notification, whatever the attempt.
 
-    A resend after an uncertain send (workers/deliver/tasks.py) may reach a phone that already has
+    A resend after an uncertain send (workers/deliver/delivery.py) may reach a phone that already has
     the first copy; with the same collapse key FCM, APNs (apns-collapse-id) and Web Push (Topic)
     replace it rather than show two. An incident's dedup key is shared by the notifications of its
     later events (an escalation, a worse severity), which replace the earlier ones; any other

@@ -1,4 +1,5 @@
-"""The outbox relay: publish outbox rows to the broker, and republish what was left behind."""
+"""The hand-off to the broker (:func:`send_envelope`) and the outbox relay: publish outbox rows to the broker, and
+republish what was left behind. Producers, workers and the outbox sweep all call these."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import uuid
 from datetime import timedelta
 from typing import Any, cast
 
+import kombu.exceptions
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from herald import db
+from herald.errors import BrokerUnavailable
 from herald.models import Outbox, utcnow
 from herald.settings import get_settings
 
@@ -34,6 +37,27 @@ def _due(grace_s: float) -> ColumnElement[bool]:
     return or_(*steps)
 
 
+def send_envelope(envelope: dict[str, Any]) -> None:
+    """Send one validated event to the ingest queue; return once the broker has it.
+
+    Redis answers the push synchronously; on RabbitMQ publisher confirms are on
+    (celeryconfig). Connection failures are retried ``HERALD_PUBLISH_MAX_RETRIES`` times, then
+    :class:`BrokerUnavailable` is raised: an event is never dropped silently.
+    """
+    from herald.app import app
+
+    settings = get_settings()
+    try:
+        app.send_task(
+            "herald.ingest", args=[envelope], retry=True,
+            retry_policy={"max_retries": settings.publish_max_retries, "interval_start": 0.2,
+                          "interval_step": 0.5, "interval_max": 2.0},
+        )
+    except (kombu.exceptions.OperationalError, OSError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"broker unreachable after {settings.publish_max_retries} retries: "
+                                f"{exc}; event {envelope.get('id')} was not accepted") from exc
+
+
 def relay(ids: list[uuid.UUID] | None = None) -> int:
     """Publish the given outbox rows (after their commit), or every row left behind.
 
@@ -44,8 +68,6 @@ def relay(ids: list[uuid.UUID] | None = None) -> int:
     is not flooded with a copy of every waiting event each period. Ingest deduplicates, so a second
     copy is harmless.
     """
-    from producers.publish import send_envelope  # producers depend on herald, not the reverse
-
     settings = get_settings()
     with db.session() as s:
         query = select(Outbox.id, Outbox.envelope).where(Outbox.ingested_at.is_(None))

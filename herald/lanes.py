@@ -28,7 +28,7 @@ TASK_ROUTES: dict[str, str] = {
     **{f"herald.deliver.{channel}": f"deliver.{channel}" for channel in CHANNELS},
     "herald.sweep.recover": "sweeps",
     "herald.sweep.outbox": "sweeps",
-    # sweeps (schedules/tasks.py)
+    # sweeps (schedules/periodic.py)
     "herald.sweep.credentials": "sweeps",
     "herald.sweep.backlog": "sweeps",
     "herald.sweep.due": "sweeps",

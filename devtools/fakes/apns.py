@@ -26,7 +26,7 @@ import hyperframe.frame
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from herald.fakes.state import Provider
+from devtools.fakes.state import Provider
 
 REASONS: dict[str, int] = {
     "BadCollapseId": 400, "BadDeviceToken": 400, "BadExpirationDate": 400, "BadMessageId": 400,

@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from herald.fakes import keys as fake_keys
-from herald.fakes.apns import ApnsProtocol, FakeApns, server_context
-from herald.fakes.fcm import FakeFcm
-from herald.fakes.state import Provider
-from herald.fakes.webpush import FakeWebPush
+from devtools.fakes import keys as fake_keys
+from devtools.fakes.apns import ApnsProtocol, FakeApns, server_context
+from devtools.fakes.fcm import FakeFcm
+from devtools.fakes.state import Provider
+from devtools.fakes.webpush import FakeWebPush
 
 T = TypeVar("T")
 

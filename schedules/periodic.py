@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from herald.app import app
+from herald.outbox import relay
 from herald.settings import get_settings
-from herald.tasks import HeraldTask
+from herald.taskbase import HeraldTask
 from schedules.backlog import scan_backlog
-from schedules.credentials import sweep_credentials
 from schedules.due import tick_recorded
-from schedules.outbox import relay
+from schedules.expiry import sweep_credentials
 from schedules.purge import purge
 from schedules.recover import recover_stalled
 from schedules.runs import run_exclusive

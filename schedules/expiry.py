@@ -22,13 +22,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from herald import credentials, db
+from herald import db, inventory
 from herald.audit import audit
 from herald.events import Severity
 from herald.models import Credential, CredentialNotice, CredentialSource, Incident, utcnow
+from herald.publishing import publish
 from herald.settings import get_settings
 from producers.helpers import credential_expiring, ops_event
-from producers.publish import publish
 from schedules.runs import Summary, run_exclusive
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def notify_expiry(s: Session, cred: Credential, now: datetime) -> int | None:
     label = "expired" if threshold == EXPIRED else f"{threshold}d"
     event = credential_expiring(
         cred.name, kind=cred.kind, expires_at=cred.expires_at, environment=cred.environment,  # type: ignore[arg-type]
-        days_left=credentials.days_left(cred.expires_at, now), threshold_days=threshold,
+        days_left=inventory.days_left(cred.expires_at, now), threshold_days=threshold,
         fingerprint=cred.fingerprint, expired=threshold == EXPIRED, id=event_id,
         severity=Severity.critical if threshold == EXPIRED else severity_for(threshold),
         source=SOURCE, subject=f"credential {cred.name} ({cred.environment}): "
@@ -138,7 +138,7 @@ def notify_expiry(s: Session, cred: Credential, now: datetime) -> int | None:
 
 def notify_unreadable(s: Session, cred: Credential) -> bool:
     """One operations notification per broken file content and reason, naming the file."""
-    digest = str((cred.details or {}).get("error_digest") or credentials.sha256_hex((cred.error or "").encode()))
+    digest = str((cred.details or {}).get("error_digest") or inventory.sha256_hex((cred.error or "").encode()))
     event_id = uuid.uuid4()
     if not _ledger(s, cred.id, f"unreadable:{digest}", UNREADABLE, event_id):
         return False
@@ -156,9 +156,9 @@ def notify_unreadable(s: Session, cred: Credential) -> bool:
 def _sweep(s: Session, now: datetime) -> Summary:
     summary: dict[str, Any] = {"read": 0, "unreadable": 0, "retired": 0, "notified": {}, "unreadable_notified": 0}
     for source in list(s.scalars(select(CredentialSource).order_by(CredentialSource.id))):
-        for key, count in credentials.rescan_source(s, source).items():
+        for key, count in inventory.rescan_source(s, source).items():
             summary[key] += count
-    summary["retired"] += credentials.sync_directory(s)
+    summary["retired"] += inventory.sync_directory(s)
     for cred in list(s.scalars(select(Credential).where(Credential.active.is_(True)).order_by(Credential.id))):
         if cred.error:
             summary["unreadable_notified"] += notify_unreadable(s, cred)

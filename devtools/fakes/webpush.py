@@ -20,7 +20,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from herald.fakes.state import Provider
+from devtools.fakes.state import Provider
 
 MAX_BODY_BYTES = 4096
 

@@ -1,6 +1,6 @@
 """The settings reference: one line per environment variable, written into README.md.
 
-``python -m herald.settings_doc`` rewrites the table between the README's settings markers;
+``python -m devtools.settings_doc`` rewrites the table between the README's settings markers;
 a test fails when a setting has no line here or the README's table is stale.
 """
 

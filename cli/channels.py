@@ -177,7 +177,7 @@ def fakes_serve(
     """
     import asyncio
 
-    from herald.fakes.server import FakeProviders, serve_forever
+    from devtools.fakes.server import FakeProviders, serve_forever
 
     def announce(fakes: FakeProviders) -> None:
         env_file = fakes.write_env()

@@ -32,7 +32,7 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from herald import deadletters
 from herald.errors import TransientError
-from herald.routing import RETRY_QUEUE
+from herald.lanes import RETRY_QUEUE
 from herald.settings import get_settings
 
 log = logging.getLogger(__name__)

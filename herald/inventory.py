@@ -460,7 +460,7 @@ def status(row: Credential, now: datetime) -> str:
     return "ok"
 
 
-def inventory(s: Session, *, environment: str | None = None, include_inactive: bool = False,
+def list_credentials(s: Session, *, environment: str | None = None, include_inactive: bool = False,
               now: datetime | None = None) -> list[dict[str, Any]]:
     """The rows ``herald credentials list`` prints, soonest expiry first."""
     now = now or utcnow()

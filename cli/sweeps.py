@@ -1,6 +1,6 @@
 """CLI for the sweeps: ``herald credentials ...``, ``herald sweep credentials|backlog|due|purge``, ``herald status``.
 
-herald.cli registers these with :func:`register`. Exit codes as in herald.cli: 0 success;
+cli.main registers these with :func:`register`. Exit codes as in cli.main: 0 success;
 1 the work failed (``herald status``: a sweep is overdue or its last run failed, an operations condition
 is raised, a worker pool is down, or a dead letter is open); 2 bad input;
 3 a service herald needs is unreachable.
@@ -69,8 +69,8 @@ def credentials_import(
     from rich.markup import escape
     from rich.progress import Progress
 
-    from herald import credentials, db
-    from herald.credentials import CredentialError
+    from herald import db, inventory
+    from herald.inventory import CredentialError
 
     if not path.exists():
         _fail(EXIT_BAD_INPUT, f"{path}: no such file or folder")
@@ -78,24 +78,24 @@ def credentials_import(
         _fail(EXIT_BAD_INPUT, f"{path}: not a regular file or a folder: not read")
     result: dict[str, Any]
     try:
-        if path.is_file() and path.suffix.lower() in credentials.DECLARED_SUFFIXES:
-            entries = credentials.load_declared(path)
+        if path.is_file() and path.suffix.lower() in inventory.DECLARED_SUFFIXES:
+            entries = inventory.load_declared(path)
             with db.session() as s:
                 for e in entries:
-                    credentials.declare(s, name=str(e["name"]), kind=e["kind"],
-                                        expires_at=credentials.parse_expiry(e["expires_at"]),
+                    inventory.declare(s, name=str(e["name"]), kind=e["kind"],
+                                        expires_at=inventory.parse_expiry(e["expires_at"]),
                                         environment=str(e.get("environment", environment)),
                                         owner=e.get("owner", owner), version=e.get("version"))
             result = {"declared": len(entries)}
         else:
-            files = credentials.candidate_files(path)
+            files = inventory.candidate_files(path)
             with Progress(console=err, transient=True, disable=as_json or len(files) < 2) as bar:
                 task = bar.add_task(f"reading {escape(str(path))}", total=len(files))  # a markup column
                 with db.session() as s:
-                    source = credentials.add_source(s, path, environment=environment, owner=owner)
-                    result = dict(credentials.rescan_source(s, source, progress=lambda _p: bar.advance(task)))
+                    source = inventory.add_source(s, path, environment=environment, owner=owner)
+                    result = dict(inventory.rescan_source(s, source, progress=lambda _p: bar.advance(task)))
                     result["problems"] = [{"path": r["path"], "error": r["error"]}
-                                          for r in credentials.inventory(s, environment=environment)
+                                          for r in inventory.list_credentials(s, environment=environment)
                                           if r["error"] and r["path"] and r["path"].startswith(source.path)]
     except CredentialError as exc:
         _fail(EXIT_BAD_INPUT, str(exc))
@@ -132,19 +132,19 @@ def credentials_add(
 
         herald credentials add portal-token --jwt-file portal.jwt --environment test --owner person:alice
     """
-    from herald import credentials, db
-    from herald.credentials import CredentialError
+    from herald import db, inventory
+    from herald.inventory import CredentialError
 
     if (expires_at is None) == (jwt_file is None):
         _fail(EXIT_BAD_INPUT, "give exactly one of --expires-at or --jwt-file")
     try:
         with db.session() as s:
             if jwt_file is not None:
-                token = credentials.read_bytes(jwt_file).decode("ascii", errors="replace")
-                row = credentials.declare_jwt(s, name=name, token=token, environment=environment, owner=owner)
+                token = inventory.read_bytes(jwt_file).decode("ascii", errors="replace")
+                row = inventory.declare_jwt(s, name=name, token=token, environment=environment, owner=owner)
             else:
-                row = credentials.declare(s, name=name, kind=cast(credentials.Kind, kind),
-                                          expires_at=credentials.parse_expiry(expires_at),
+                row = inventory.declare(s, name=name, kind=cast(inventory.Kind, kind),
+                                          expires_at=inventory.parse_expiry(expires_at),
                                           environment=environment, owner=owner, version=version)
             summary = f"{row.name} ({row.environment}) expires {row.expires_at:%Y-%m-%d %H:%M} UTC"
     except (CredentialError, OSError) as exc:
@@ -164,10 +164,10 @@ def credentials_list(
 
         herald credentials list --environment prod --json | jq '.[] | select(.days_left < 14)'
     """
-    from herald import credentials, db
+    from herald import db, inventory
 
     with db.session() as s:
-        rows = credentials.inventory(s, environment=environment, include_inactive=include_inactive)
+        rows = inventory.list_credentials(s, environment=environment, include_inactive=include_inactive)
     if as_json:
         _json(rows)
         return
@@ -204,7 +204,7 @@ def sweep_credentials(as_json: Json = False) -> None:
 
         herald sweep credentials --json
     """
-    from schedules.credentials import sweep_credentials as run
+    from schedules.expiry import sweep_credentials as run
 
     _report("credentials", run(), as_json)
 
@@ -337,7 +337,7 @@ def _print_pools(pools: list[dict[str, Any]], now: datetime) -> None:
 
 
 def register(app: typer.Typer, sweep_app: typer.Typer) -> None:
-    """Add these commands to herald's CLI (called once by herald.cli)."""
+    """Add these commands to herald's CLI (called once by cli.main)."""
     app.add_typer(credentials_app, name="credentials")
     sweep_app.command("credentials")(sweep_credentials)
     sweep_app.command("backlog")(sweep_backlog)

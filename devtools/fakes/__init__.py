@@ -1,6 +1,6 @@
 """Local, protocol-faithful fakes of FCM, APNs and Web Push, shipped for tests, the demo and bench.
 
-    from herald.fakes import FakeProviders
+    from devtools.fakes import FakeProviders
     fakes = FakeProviders(Path("/tmp/fakes")).start_in_thread()
     os.environ.update(fakes.env())          # herald now sends to the fakes
     fakes.providers["fcm"].switches.dead_tokens.add("old-token")
@@ -8,7 +8,7 @@
 ``herald fakes serve`` runs them in the foreground and prints their URLs and environment.
 """
 
-from herald.fakes.server import FakeProviders
-from herald.fakes.state import Provider, Switches
+from devtools.fakes.server import FakeProviders
+from devtools.fakes.state import Provider, Switches
 
 __all__ = ["FakeProviders", "Provider", "Switches"]

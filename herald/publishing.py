@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-import kombu.exceptions
 from sqlalchemy import delete, insert
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,33 +19,13 @@ from herald import db
 from herald.errors import BrokerUnavailable
 from herald.events import Event, validate_event
 from herald.models import Outbox
+from herald.outbox import relay, send_envelope
 from herald.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 _PENDING = "herald_outbox_pending"
 _HOOKED = "herald_outbox_hooked"
-
-
-def send_envelope(envelope: dict[str, Any]) -> None:
-    """Send one validated event to the ingest queue; return once the broker has it.
-
-    Redis answers the push synchronously; on RabbitMQ publisher confirms are on
-    (celeryconfig). Connection failures are retried ``HERALD_PUBLISH_MAX_RETRIES`` times, then
-    :class:`BrokerUnavailable` is raised: an event is never dropped silently.
-    """
-    from herald.app import app
-
-    settings = get_settings()
-    try:
-        app.send_task(
-            "herald.ingest", args=[envelope], retry=True,
-            retry_policy={"max_retries": settings.publish_max_retries, "interval_start": 0.2,
-                          "interval_step": 0.5, "interval_max": 2.0},
-        )
-    except (kombu.exceptions.OperationalError, OSError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"broker unreachable after {settings.publish_max_retries} retries: "
-                                f"{exc}; event {envelope.get('id')} was not accepted") from exc
 
 
 def publish(event: Event | dict[str, Any], *, session: Session | None = None) -> uuid.UUID:
@@ -151,8 +130,6 @@ def _after_commit(session: Session) -> None:
     ids = session.info.pop(_PENDING, None)
     if not ids:
         return
-    from schedules.outbox import relay
-
     try:
         relay(ids)  # rows rolled back with a savepoint are simply not found
     except Exception:  # never fail the caller's commit: the outbox sweep will relay these rows

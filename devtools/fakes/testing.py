@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from herald.fakes.server import FakeProviders
+from devtools.fakes.server import FakeProviders
 
 
 @contextmanager
@@ -27,7 +27,7 @@ def running_fakes(folder: Path | None = None, **options: Any) -> Iterator[FakePr
 def herald_env(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for herald in this process, and put everything back afterwards."""
     from herald.settings import get_settings
-    from workers.deliver.tasks import channel_for
+    from workers.deliver.delivery import channel_for
 
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)

@@ -5,7 +5,7 @@ realistic burst covering all seven flows, waits until every target is terminal a
 
 By default the messages go through the real channel code (FCM HTTP v1, APNs over HTTP/2 with a
 provider token, Web Push encrypted with aes128gcm and signed with VAPID) to the local fakes
-(``herald.fakes``), started on a thread of this process with fresh keys in
+(``devtools.fakes``), started on a thread of this process with fresh keys in
 ``$HERALD_DATA_DIR/demo-fakes/``. The sample directory's Web Push devices are replaced by real
 subscriptions made at the fake (so it can decrypt what herald sends), and the token prefixes keep
 their meaning through the fakes' switches: ``dead-`` is unregistered at the provider (the device
@@ -40,7 +40,7 @@ from herald.models import TERMINAL_DELIVERY, Approval, ApprovalVote, Delivery, D
 from herald.settings import get_settings
 
 if TYPE_CHECKING:
-    from herald.fakes import FakeProviders
+    from devtools.fakes import FakeProviders
 
 SAMPLE = Path(__file__).parent / "samples" / "directory.yaml"
 FLOWS = ("artifact", "failure", "approval", "business", "credential", "operations", "response")
@@ -62,7 +62,7 @@ def _burst(run: str) -> list[Any]:
     )
 
     soon = datetime.now(UTC) + timedelta(days=2)
-    src: dict[str, Any] = {"source": f"herald/demo/{run}"}
+    src: dict[str, Any] = {"source": f"devtools/demo/{run}"}
     return [
         artifact_deployed("orders-api", kind="api", environment="test", version="2.4.0", actor="alice", **src),
         artifact_updated("invoice-mapping", kind="mapping", environment="dev", version="1.3", **src),
@@ -99,7 +99,7 @@ def _responses(run: str, incident_id: int, responder: str, approval_id: int) -> 
     """Answers as the app would post them: one acknowledgement, one approval, and one refused on purpose."""
     from producers import respond
 
-    src: dict[str, Any] = {"source": f"herald/demo/{run}"}
+    src: dict[str, Any] = {"source": f"devtools/demo/{run}"}
     return [
         respond("acknowledged", responder=responder, incident_id=incident_id, environment="prod",
                 comment="rotating the bank certificate", **src),
@@ -177,7 +177,7 @@ def written_back(incident_ids: list[int], approval_id: int | None, answers: list
 def start_worker(log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
-        [sys.executable, "-m", "herald", "worker", "--pool", "all", "--beat", "--kind", "threads",
+        [sys.executable, "-m", "cli", "worker", "--pool", "all", "--beat", "--kind", "threads",
          "--concurrency", "4", "--loglevel", "WARNING"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
 
@@ -306,7 +306,7 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
     incident_ids: list[int] = []
     approval_id: int | None = None
     if not dev_channel:
-        from herald.fakes import FakeProviders
+        from devtools.fakes import FakeProviders
 
         # The fakes' Web Push subscriptions point at this machine: this process registers them too.
         os.environ["HERALD_WEBPUSH_ALLOW_LOOPBACK"] = "true"

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from herald import cli_sweeps
-from herald.cli_channels import devices_app, fakes_app, vapid_app
+from cli import sweeps as cli_sweeps
+from cli.channels import devices_app, fakes_app, vapid_app
 from herald.errors import BrokerUnavailable, DirectoryError, InvalidEvent
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
@@ -78,7 +78,7 @@ def demo(
 
         herald demo --dev-channel      # JSON lines in HERALD_DATA_DIR/dev-channel.jsonl instead
     """
-    from herald import demo as demo_module
+    from devtools import demo as demo_module
 
     progress = None if as_json else (lambda text: err.print(text, style="dim"))
     result = demo_module.run(timeout_s=timeout_s, progress=progress, dev_channel=dev_channel)
@@ -172,7 +172,7 @@ def worker(
 
         herald worker --pool all --beat     # one process for everything (development)
     """
-    from herald.routing import ALL_POOL, POOLS, pool_queues
+    from herald.lanes import ALL_POOL, POOLS, pool_queues
 
     try:
         queues = pool_queues(pool)
@@ -255,7 +255,7 @@ def publish(
     idempotency_key: Annotated[str | None, typer.Option(help="Same key twice = one event.")] = None,
     severity: Annotated[str | None, typer.Option(help="info, warning, error, critical.")] = None,
     subject: Annotated[str | None, typer.Option(help="What the event is about.")] = None,
-    source: Annotated[str, typer.Option(help="Who sends it.")] = "herald/cli",
+    source: Annotated[str, typer.Option(help="Who sends it.")] = "cli/main",
 ) -> None:
     """Publish one event to the broker and print its id.
 
@@ -271,7 +271,7 @@ def publish(
         herald publish flow.failed --environment prod --idempotency-key run-8812 --data '{"flow": "orders-to-erp"}'
     """
     from herald.events import validate_event
-    from producers.publish import send_envelope
+    from herald.publishing import send_envelope
 
     try:
         payload = json.loads(data)
@@ -535,7 +535,7 @@ def sweep_outbox() -> None:
 
         herald sweep outbox
     """
-    from schedules.outbox import relay
+    from herald.outbox import relay
 
     out.print(f"relayed {relay()} outbox row(s)")
 

@@ -45,10 +45,10 @@ from sqlalchemy.orm import Session, aliased
 from herald import db, deadletters
 from herald.app import app
 from herald.errors import PoisonMessage
+from herald.lanes import CHANNELS, is_ops, queue_for
 from herald.models import Delivery, DeliveryAttempt, Device, Event, Notification, utcnow
-from herald.routing import CHANNELS, is_ops, queue_for
 from herald.settings import get_settings
-from herald.tasks import HeraldTask, backoff_s
+from herald.taskbase import HeraldTask, backoff_s
 from workers.deliver.base import Channel, Message, Payload, Result, Target
 from workers.deliver.payload import collapse_key, render
 from workers.deliver.sender import MAX_REASON_CHARS
@@ -321,7 +321,7 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})
     if retry_in is not None:
         # Only the transient targets are pending again; the retry pool runs them when due (an
-        # operations alert's batch stays on the ops lane: herald/routing.py).
+        # operations alert's batch stays on the ops lane: herald/lanes.py).
         task = f"herald.deliver.{channel_name}"
         app.send_task(task, args=[batch_id], queue=queue_for(task, ops=_is_ops(key), retry=True),
                       countdown=retry_in)

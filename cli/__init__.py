@@ -1,0 +1,1 @@
+"""herald's command line (`herald ...`): a shell on top of the core; nothing imports it."""

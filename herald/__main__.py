@@ -1,3 +1,0 @@
-from herald.cli import main
-
-main()

@@ -259,7 +259,7 @@ def publish(
 ) -> None:
     """Publish one event to the broker and print its id.
 
-    Event types: artifact.deployed|updated|retired, flow.failed|retry_exhausted|credential_error|recovered,
+    EventRow types: artifact.deployed|updated|retired, flow.failed|retry_exhausted|credential_error|recovered,
     approval.requested, business.order_submitted|shipment_status|invoice_posted|partner_onboarding,
     credential.expiring|expired, ops.queue_backlog|processing_delayed|sla_breached (and *_cleared),
     response.acknowledged|resolved|follow_up_requested|approved|rejected|info_requested.
@@ -301,7 +301,7 @@ def _event_id(text: str) -> uuid.UUID:
     from sqlalchemy import String, cast, select
 
     from herald import db
-    from herald.models import Event
+    from herald.models import EventRow
 
     try:
         return uuid.UUID(text)
@@ -314,7 +314,7 @@ def _event_id(text: str) -> uuid.UUID:
     with db.session() as s:
         # Postgres prints a uuid with dashes; SQLite stores its 32 hex digits without them.
         pattern = prefix if db.is_postgres() else prefix.replace("-", "")
-        ids = list(s.scalars(select(Event.id).where(cast(Event.id, String).like(pattern + "%")).limit(6)))
+        ids = list(s.scalars(select(EventRow.id).where(cast(EventRow.id, String).like(pattern + "%")).limit(6)))
     if not ids:
         _fail(EXIT_FAILED, f"no event id starts with {prefix} (it may not be ingested yet)")
     if len(ids) > 1:

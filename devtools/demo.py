@@ -36,7 +36,7 @@ import yaml
 from sqlalchemy import func, select, update
 
 from herald import db, directory, migrate, safeyaml
-from herald.models import TERMINAL_DELIVERY, Approval, ApprovalVote, Delivery, Device, Event, Incident, Notification
+from herald.models import TERMINAL_DELIVERY, Approval, ApprovalVote, Delivery, Device, EventRow, Incident, Notification
 from herald.settings import get_settings
 
 if TYPE_CHECKING:
@@ -111,11 +111,11 @@ def _responses(run: str, incident_id: int, responder: str, approval_id: int) -> 
 
 def _pending(ids: list[uuid.UUID]) -> int:
     with db.session() as s:
-        events = s.scalar(select(func.count()).select_from(Event)
-                          .where(Event.id.in_(ids), Event.status.not_in(DONE))) or 0
+        events = s.scalar(select(func.count()).select_from(EventRow)
+                          .where(EventRow.id.in_(ids), EventRow.status.not_in(DONE))) or 0
         targets = s.scalar(select(func.count()).select_from(Delivery)
                            .where(Delivery.event_id.in_(ids), Delivery.status.not_in(TERMINAL_DELIVERY))) or 0
-        seen = s.scalar(select(func.count()).select_from(Event).where(Event.id.in_(ids))) or 0
+        seen = s.scalar(select(func.count()).select_from(EventRow).where(EventRow.id.in_(ids))) or 0
     return events + targets + (len(ids) - seen)
 
 
@@ -130,14 +130,15 @@ def _wait(ids: list[uuid.UUID], deadline: float) -> int:
 def summary(ids: list[uuid.UUID]) -> dict[str, Any]:
     flows: dict[str, dict[str, Any]] = {f: {"events": 0, "notifications": 0, "deliveries": {}} for f in FLOWS}
     with db.session() as s:
-        for flow, n in s.execute(select(Event.flow, func.count()).where(Event.id.in_(ids)).group_by(Event.flow)):
+        for flow, n in s.execute(select(EventRow.flow, func.count()).where(EventRow.id.in_(ids))
+                                   .group_by(EventRow.flow)):
             flows[flow]["events"] = n
-        for flow, n in s.execute(select(Event.flow, func.count()).join(Notification)
-                                 .where(Event.id.in_(ids)).group_by(Event.flow)):
+        for flow, n in s.execute(select(EventRow.flow, func.count()).join(Notification)
+                                 .where(EventRow.id.in_(ids)).group_by(EventRow.flow)):
             flows[flow]["notifications"] = n
-        for flow, status, n in s.execute(select(Event.flow, Delivery.status, func.count())
-                                         .join(Delivery, Delivery.event_id == Event.id)
-                                         .where(Event.id.in_(ids)).group_by(Event.flow, Delivery.status)):
+        for flow, status, n in s.execute(select(EventRow.flow, Delivery.status, func.count())
+                                         .join(Delivery, Delivery.event_id == EventRow.id)
+                                         .where(EventRow.id.in_(ids)).group_by(EventRow.flow, Delivery.status)):
             flows[flow]["deliveries"][status] = n
     return {"flows": flows, "pending": _pending(ids)}
 
@@ -165,7 +166,7 @@ def written_back(incident_ids: list[int], approval_id: int | None, answers: list
             select(ApprovalVote).where(ApprovalVote.approval_id == approval_id).order_by(ApprovalVote.id))]
         refused = [{"type": e.type, "responder": e.data.get("responder"),
                     "reason": (e.enrichment or {}).get("refused")}
-                   for e in s.scalars(select(Event).where(Event.id.in_(answers), Event.status == "refused"))]
+                   for e in s.scalars(select(EventRow).where(EventRow.id.in_(answers), EventRow.status == "refused"))]
     return {"incidents": incidents,
             "approval": None if approval is None else {
                 "id": approval.id, "target": f"{approval.request_kind} {approval.target}",
@@ -339,9 +340,9 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
         _wait(ids, deadline)
         with db.session() as s:
             # orders-to-erp's incident is closed by its flow.recovered; invoices-to-bank's stays open: answer it
-            incident_ids = [i for i in s.scalars(select(Event.incident_id).where(Event.id.in_([ids[3], ids[5]])))
+            incident_ids = [i for i in s.scalars(select(EventRow.incident_id).where(EventRow.id.in_([ids[3], ids[5]])))
                             if i is not None]
-            incident_id = s.scalar(select(Event.incident_id).where(Event.id == ids[5]))
+            incident_id = s.scalar(select(EventRow.incident_id).where(EventRow.id == ids[5]))
             responder = s.scalar(select(Notification.person_id).where(Notification.event_id == ids[5])
                                  .order_by(Notification.id).limit(1)) or "chen"  # who was paged answers
             approval_id = s.scalar(select(Approval.id).where(Approval.event_id == ids[6]))

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from herald import timers
 from herald.audit import audit
 from herald.events import make_event
-from herald.models import DueWork, Event, Incident, utcnow
+from herald.models import DueWork, EventRow, Incident, utcnow
 from herald.publishing import publish
 
 
@@ -43,7 +43,8 @@ def escalate_incident(s: Session, row: DueWork) -> bool:
 
 def _page_again(s: Session, incident: Incident, level: int) -> None:
     """Tell the incident's audience again, through the outbox in this same transaction (once per level)."""
-    first = s.scalar(select(Event).where(Event.incident_id == incident.id).order_by(Event.received_at).limit(1))
+    first = s.scalar(select(EventRow).where(EventRow.incident_id == incident.id)
+                     .order_by(EventRow.received_at).limit(1))
     if first is None or first.flow != "failure":
         return  # only flow-failure incidents page; others record their level
     event = make_event("flow.escalated", {"flow": str(first.data["flow"]), "dedup_key": incident.dedup_key,

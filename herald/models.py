@@ -61,7 +61,7 @@ class Base(DeclarativeBase):
 # --- events, incidents, approvals -------------------------------------------------------
 
 
-class Event(Base):
+class EventRow(Base):
     __tablename__ = "events"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

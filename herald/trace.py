@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from herald import db
-from herald.models import Approval, Delivery, DeliveryAttempt, Event, Incident, Notification
+from herald.models import Approval, Delivery, DeliveryAttempt, EventRow, Incident, Notification
 
 
 def _row(obj: Any, *skip: str) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def _row(obj: Any, *skip: str) -> dict[str, Any]:
 
 def trace(event_id: uuid.UUID) -> dict[str, Any] | None:
     with db.session() as s:
-        event = s.get(Event, event_id)
+        event = s.get(EventRow, event_id)
         if event is None:
             return None
         notifications = list(s.scalars(select(Notification).where(Notification.event_id == event_id)
@@ -46,5 +46,5 @@ def trace(event_id: uuid.UUID) -> dict[str, Any] | None:
 
 def recent(limit: int) -> list[dict[str, Any]]:
     with db.session() as s:
-        rows = s.scalars(select(Event).order_by(Event.received_at.desc()).limit(limit))
+        rows = s.scalars(select(EventRow).order_by(EventRow.received_at.desc()).limit(limit))
         return [_row(e, "data", "enrichment") for e in rows]

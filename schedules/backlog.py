@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from herald.lanes import QUEUES
-from herald.models import Delivery, DeliveryAttempt, Event, utcnow
+from herald.models import Delivery, DeliveryAttempt, EventRow, utcnow
 from herald.settings import get_settings
 from schedules import sla
 from schedules.conditions import observe, observe_dead_letters
@@ -67,7 +67,7 @@ def throughput(s: Session, now: datetime, window_s: float) -> dict[str, Any]:
     attempt is one target of a batch task, retries included).
     """
     since = now - timedelta(seconds=window_s)
-    events = s.scalar(select(func.count()).select_from(Event).where(Event.received_at >= since)) or 0
+    events = s.scalar(select(func.count()).select_from(EventRow).where(EventRow.received_at >= since)) or 0
     sent = s.scalar(select(func.count()).select_from(Delivery).where(Delivery.sent_at >= since)) or 0
     attempts = s.execute(select(Delivery.channel, func.count()).join(DeliveryAttempt)
                          .where(DeliveryAttempt.at >= since).group_by(Delivery.channel)).all()

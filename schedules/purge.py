@@ -27,7 +27,7 @@ from herald.models import (
     Delivery,
     DeliveryAttempt,
     DueWork,
-    Event,
+    EventRow,
     Incident,
     Notification,
     Outbox,
@@ -53,8 +53,8 @@ def _delete_batch(s: Session, model: Any, ids: Select[Any]) -> int:
 
 def purge_events(s: Session, cutoff: datetime) -> int:
     """Old events and everything hanging off them, children first (the foreign keys say so)."""
-    busy = exists().where(Delivery.event_id == Event.id, Delivery.status.not_in(TERMINAL_DELIVERY))
-    ids = [row[0] for row in s.execute(select(Event.id).where(Event.received_at < cutoff, ~busy).limit(BATCH))]
+    busy = exists().where(Delivery.event_id == EventRow.id, Delivery.status.not_in(TERMINAL_DELIVERY))
+    ids = [row[0] for row in s.execute(select(EventRow.id).where(EventRow.received_at < cutoff, ~busy).limit(BATCH))]
     if not ids:
         return 0
     deliveries = select(Delivery.id).where(Delivery.event_id.in_(ids))
@@ -64,7 +64,7 @@ def purge_events(s: Session, cutoff: datetime) -> int:
     approvals = select(Approval.id).where(Approval.event_id.in_(ids))
     s.execute(delete(ApprovalVote).where(ApprovalVote.approval_id.in_(approvals)))
     s.execute(delete(Approval).where(Approval.event_id.in_(ids)))
-    s.execute(delete(Event).where(Event.id.in_(ids)))
+    s.execute(delete(EventRow).where(EventRow.id.in_(ids)))
     return len(ids)
 
 
@@ -84,7 +84,7 @@ def _purge(s: Session, now: datetime) -> Summary:
         DueWork.state != "due", DueWork.done_at < plumbing))
     counts["incidents"] = _delete_batch(s, Incident, select(Incident.id).where(
         Incident.status == "resolved", Incident.closed_at < plumbing,
-        ~exists().where(Event.incident_id == Incident.id)))
+        ~exists().where(EventRow.incident_id == Incident.id)))
     return counts
 
 

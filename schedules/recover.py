@@ -27,7 +27,7 @@ from sqlalchemy import and_, case, func, or_, select, update
 from herald import db
 from herald.app import app
 from herald.lanes import OPS_QUEUE, RETRY_QUEUE
-from herald.models import Delivery, Event, utcnow
+from herald.models import Delivery, EventRow, utcnow
 from herald.settings import get_settings
 from schedules.queues import queue_stats
 
@@ -94,17 +94,18 @@ def recover_stalled() -> dict[str, int]:
 
 
 def _claim_events(now: datetime, stale: datetime, deadline_s: float, queues: _Queues) -> list[tuple[uuid.UUID, str]]:
-    stalled = and_(Event.status.in_(EVENT_STAGES), Event.status_at < stale,
-                   or_(Event.recovered_at.is_(None), Event.recovered_at < stale))
+    stalled = and_(EventRow.status.in_(EVENT_STAGES), EventRow.status_at < stale,
+                   or_(EventRow.recovered_at.is_(None), EventRow.recovered_at < stale))
     with db.session() as s:
-        query = select(Event.id, Event.status, Event.status_at, Event.recovered_at).where(stalled).limit(LIMIT)
+        query = (select(EventRow.id, EventRow.status, EventRow.status_at, EventRow.recovered_at)
+                 .where(stalled).limit(LIMIT))
         if db.is_postgres():
             query = query.with_for_update(skip_locked=True)  # a task holds the row: it is not stalled
         due = [(r.id, r.status) for r in s.execute(query)
                if _again(queues, ("enrich" if r.status == "received" else "resolve", RETRY_QUEUE, OPS_QUEUE),
                          r.recovered_at, r.status_at, now, deadline_s)]
         if due:
-            s.execute(update(Event).where(Event.id.in_([e for e, _ in due])).values(recovered_at=now))
+            s.execute(update(EventRow).where(EventRow.id.in_([e for e, _ in due])).values(recovered_at=now))
         return due
 
 
@@ -129,7 +130,7 @@ def _unmark(events: Sequence[tuple[uuid.UUID, str]], batches: Sequence[tuple[str
     try:
         with db.session() as s:
             if events:
-                s.execute(update(Event).where(Event.id.in_([e for e, _ in events])).values(recovered_at=None))
+                s.execute(update(EventRow).where(EventRow.id.in_([e for e, _ in events])).values(recovered_at=None))
             if batches:
                 s.execute(update(Delivery).where(Delivery.batch_id.in_([b for _, b in batches]))
                           .values(recovered_at=None))

@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from herald import db
-from herald.models import TERMINAL_DELIVERY, Delivery, Event
+from herald.models import TERMINAL_DELIVERY, Delivery, EventRow
 
 
 def event_status(event_id: uuid.UUID) -> str | None:
     with db.session() as s:
-        return s.scalar(select(Event.status).where(Event.id == event_id))
+        return s.scalar(select(EventRow.status).where(EventRow.id == event_id))
 
 
 def pending_targets(event_ids: list[uuid.UUID] | None = None) -> int:
@@ -27,7 +27,7 @@ def pending_targets(event_ids: list[uuid.UUID] | None = None) -> int:
 def all_done(event_ids: list[uuid.UUID]) -> bool:
     """Every event went through the pipeline and every one of its targets is terminal."""
     with db.session() as s:
-        statuses = list(s.scalars(select(Event.status).where(Event.id.in_(event_ids))))
+        statuses = list(s.scalars(select(EventRow.status).where(EventRow.id.in_(event_ids))))
     if len(statuses) != len(event_ids) or any(st in ("received", "enriched", "resolving") for st in statuses):
         return False
     return pending_targets(event_ids) == 0

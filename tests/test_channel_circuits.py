@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
 from herald import db, devices
-from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, Event, Notification, Person, utcnow
+from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, EventRow, Notification, Person, utcnow
 from producers import register_device
 from tests.conftest import fresh_fakes
 from tests.helpers import rows
@@ -52,7 +52,7 @@ def batch(targets: list[tuple[str, str]]) -> uuid.UUID:
         s.flush()
         device_ids = [devices.register(s, person_id="ana", channel="apns", token=t, app="com.example.admin",
                                        environment=env, by="directory").id for t, env in targets]
-        s.add(Event(id=event_id, type="business.order_submitted", flow="business", source="test",
+        s.add(EventRow(id=event_id, type="business.order_submitted", flow="business", source="test",
                     environment="prod", severity="info", idempotency_key=str(event_id), dedup_key="orders:PO-1",
                     occurred_at=utcnow(), data={"topic": "orders.eu", "reference": "PO-1"}, status="resolved"))
         s.flush()

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
 from herald import db, directory
-from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, Event
+from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, EventRow
 from producers import business_event, publish
 from tests.conftest import DATA_DIR, Workers, fresh_fakes, wait_until
 from tests.helpers import all_done, rows
@@ -191,6 +191,7 @@ def test_an_auth_error_keeps_the_token_dead_letters_the_target_and_raises_an_ops
     [letter] = rows(select(DeadLetter.reason, DeadLetter.ref).where(DeadLetter.kind == "delivery"))
     assert "credentials" in letter.reason
     # and operators hear about it through herald itself
-    alert = wait_until(lambda: rows(select(Event.type, Event.data).where(Event.type == "ops.processing_delayed")),
+    alert = wait_until(lambda: rows(select(EventRow.type, EventRow.data)
+                                    .where(EventRow.type == "ops.processing_delayed")),
                        message="the ops event")
     assert alert[0].data["resource"] == "push:fcm" and alert[0].data["metric"] == "auth_error"

@@ -20,7 +20,7 @@ from herald.models import (
     Delivery,
     DeliveryAttempt,
     Device,
-    Event,
+    EventRow,
     Notification,
     Person,
     utcnow,
@@ -43,7 +43,7 @@ def add_event(event_id: uuid.UUID | None = None, **fields: object) -> uuid.UUID:
                                  "environment": "test", "severity": "info", "idempotency_key": str(event_id),
                                  "occurred_at": utcnow(), "data": {"artifact": "orders-api"}, "status": "resolved"}
     with db.session() as s:
-        s.add(Event(id=event_id, **{**values, **fields}))
+        s.add(EventRow(id=event_id, **{**values, **fields}))
     return event_id
 
 

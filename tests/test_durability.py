@@ -19,7 +19,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from herald.models import Event, Outbox
+from herald.models import EventRow, Outbox
 from tests.conftest import DATA_DIR, ROOT, SESSION, Workers, wait_until
 from tests.helpers import rows
 
@@ -84,7 +84,7 @@ PUBLISH_DIRECT = (
 
 
 def stored(ids: list[str]) -> int:
-    return rows(select(func.count()).select_from(Event).where(Event.id.in_(ids)))[0][0]
+    return rows(select(func.count()).select_from(EventRow).where(EventRow.id.in_(ids)))[0][0]
 
 
 def queue_length(server: OwnRedis, queue: str = "ingest") -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from herald.models import Approval, AuditLog, Delivery, Device, Event, Incident, Notification
+from herald.models import Approval, AuditLog, Delivery, Device, EventRow, Incident, Notification
 from producers import (
     approval_requested,
     artifact_deployed,
@@ -114,7 +114,7 @@ def test_approval_skips_requester_and_answers_are_written_back(pipeline: Workers
     own = publish(respond("approved", responder="alice", approval_id=approval_id, environment="prod"))
     one = publish(respond("approved", responder="bruno", approval_id=approval_id, environment="prod"))
     wait_until(lambda: all_done([own, one]))
-    assert rows(select(Event.status).where(Event.id == own)) == [("refused",)]
+    assert rows(select(EventRow.status).where(EventRow.id == own)) == [("refused",)]
     assert rows(select(Approval.status)) == [("pending",)]  # quorum 2, one valid vote
     two = publish(respond("approved", responder="dana", approval_id=approval_id, environment="prod"))
     wait_until(lambda: all_done([two]))
@@ -225,7 +225,8 @@ def test_an_unacknowledged_incident_escalates_until_someone_acknowledges(workers
     failure = publish(flow_failed("orders-to-erp", environment="prod", error="HTTP 502"))
 
     def escalations() -> list[tuple[object, ...]]:
-        return rows(select(Event.id, Event.data).where(Event.type == "flow.escalated").order_by(Event.received_at))
+        return rows(select(EventRow.id, EventRow.data).where(EventRow.type == "flow.escalated")
+                    .order_by(EventRow.received_at))
 
     # when nobody answers, then the on-call responder and the owners are paged again at level 1
     wait_until(lambda: len(escalations()) >= 1, message="first escalation")
@@ -234,7 +235,7 @@ def test_an_unacknowledged_incident_escalates_until_someone_acknowledges(workers
     wait_until(lambda: all_done([first_id]))
     on_call, other = on_call_in("support-primary")
     assert set(notified(first_id)) == {on_call, other}
-    assert rows(select(Event.incident_id).where(Event.id == first_id))[0][0] == first_data["incident_id"]
+    assert rows(select(EventRow.incident_id).where(EventRow.id == first_id))[0][0] == first_data["incident_id"]
     # and when someone acknowledges, escalation stops where it is
     ack = publish(respond("acknowledged", responder=on_call, incident_id=first_data["incident_id"], environment="prod"))
     wait_until(lambda: all_done([ack]))

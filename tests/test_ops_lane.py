@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from herald import db, directory
 from herald.app import app
 from herald.lanes import OPS_QUEUE, POOLS, TASK_ROUTES, is_ops, queue_for
-from herald.models import Delivery, Event, Notification
+from herald.models import Delivery, EventRow, Notification
 from producers import flow_failed, publish
 from schedules.queues import queue_stats
 from tests.conftest import DATA_DIR, Workers, wait_until
@@ -42,8 +42,8 @@ def backlog_alert_deliveries() -> dict[str, Any]:
     """Delivery status per person for the ops.queue_backlog event raised about the ingest queue."""
     found = rows(select(Notification.person_id, Delivery.status)
                  .join(Delivery, Delivery.notification_id == Notification.id)
-                 .join(Event, Event.id == Notification.event_id)
-                 .where(Event.type == "ops.queue_backlog", Event.data["resource"].as_string() == "ingest"))
+                 .join(EventRow, EventRow.id == Notification.event_id)
+                 .where(EventRow.type == "ops.queue_backlog", EventRow.data["resource"].as_string() == "ingest"))
     return dict(found)  # type: ignore[arg-type]
 
 
@@ -62,7 +62,7 @@ def test_a_sweeps_alert_reaches_operations_with_ingest_enrich_resolve_and_delive
                message="the backlog alert sent to the operations managers")
     # and it went around the held pipeline: the events it reports still wait on ingest, untouched
     with db.session() as s:
-        assert s.scalar(select(func.count()).select_from(Event).where(Event.flow == "failure")) == 0
+        assert s.scalar(select(func.count()).select_from(EventRow).where(EventRow.flow == "failure")) == 0
     assert queue_stats(["ingest"])[0].waiting >= 30
 
 

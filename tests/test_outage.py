@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import func, select
 
 from herald.errors import TransientError
-from herald.models import DeadLetter, Event
+from herald.models import DeadLetter, EventRow
 from herald.settings import get_settings
 from herald.taskbase import OUTAGE_HEADER, HeraldTask
 from producers import artifact_deployed, publish
@@ -28,7 +28,7 @@ OUTAGE_S = 20.0
 
 
 def stored(ids: list[uuid.UUID]) -> int:
-    return rows(select(func.count()).select_from(Event).where(Event.id.in_(ids)))[0][0]
+    return rows(select(func.count()).select_from(EventRow).where(EventRow.id.in_(ids)))[0][0]
 
 
 def test_a_database_outage_is_waited_out_and_nothing_is_dead_lettered(workers: Workers,

@@ -12,7 +12,7 @@ import redis
 from sqlalchemy import func, select
 
 from herald import db
-from herald.models import Event, Outbox
+from herald.models import EventRow, Outbox
 from producers import InvalidEvent, artifact_deployed, from_cloudevent, make_event, publish
 from tests.conftest import REDIS_URL, ROOT, SESSION, Workers, wait_until
 from tests.helpers import all_done, rows
@@ -31,13 +31,13 @@ def test_same_idempotency_key_twice_is_one_event(workers: Workers, sample_direct
     first = publish(artifact_deployed("orders-api", kind="api", environment="test", idempotency_key="deploy-77"))
     again = publish(artifact_deployed("orders-api", kind="api", environment="test", idempotency_key="deploy-77"))
     assert first != again
-    wait_until(lambda: queued() == 0 and len(rows(select(Event.id))) == 1, message="both messages consumed")
+    wait_until(lambda: queued() == 0 and len(rows(select(EventRow.id))) == 1, message="both messages consumed")
     # whichever copy was ingested first is the event; the other was recognised as a duplicate
-    (stored,) = rows(select(Event.id, Event.idempotency_key))
+    (stored,) = rows(select(EventRow.id, EventRow.idempotency_key))
     assert stored.idempotency_key == "deploy-77" and stored.id in (first, again)
     wait_until(lambda: all_done([stored.id]))
     time.sleep(1)  # let a late duplicate land, if there were one
-    assert len(rows(select(Event.id))) == 1
+    assert len(rows(select(EventRow.id))) == 1
 
 
 def test_second_copy_of_an_idempotency_key_is_recognised_as_a_duplicate(clean: None) -> None:
@@ -51,10 +51,10 @@ def test_second_copy_of_an_idempotency_key_is_recognised_as_a_duplicate(clean: N
     with db.session() as s:
         # the first copy is still 'received' (its enrich may never have been enqueued): enrich it again
         assert persist(s, second) == ("received", first.id)
-        s.execute(Event.__table__.update().values(status="resolved"))
+        s.execute(EventRow.__table__.update().values(status="resolved"))
     with db.session() as s:
         assert persist(s, second) == ("duplicate", first.id)
-    assert rows(select(Event.id)) == [(first.id,)]
+    assert rows(select(EventRow.id)) == [(first.id,)]
 
 
 def test_outbox_rolled_back_publishes_nothing(workers: Workers) -> None:
@@ -63,7 +63,7 @@ def test_outbox_rolled_back_publishes_nothing(workers: Workers) -> None:
         publish(artifact_deployed("orders-api", kind="api", environment="test"), session=s)
         raise RuntimeError("the caller's own work failed")
     assert count(Outbox) == 0
-    assert queued() == 0 and count(Event) == 0
+    assert queued() == 0 and count(EventRow) == 0
 
 
 def test_outbox_committed_publishes_exactly_one(workers: Workers, sample_directory: None) -> None:
@@ -73,7 +73,7 @@ def test_outbox_committed_publishes_exactly_one(workers: Workers, sample_directo
         # inside the transaction nothing has been sent yet
         assert queued() == 0
     wait_until(lambda: all_done([event_id]))
-    assert count(Event) == 1
+    assert count(EventRow) == 1
     outbox = rows(select(Outbox.published_at, Outbox.ingested_at))[0]
     assert outbox.published_at is not None and outbox.ingested_at is not None
 
@@ -100,7 +100,7 @@ def test_bad_events_are_refused_at_the_edge_and_nothing_is_written(clean: None, 
     assert str(caught.value).startswith(reason)
     with pytest.raises(InvalidEvent), db.session() as s:
         publish(event, session=s)
-    assert queued() == 0 and count(Outbox) == 0 and count(Event) == 0
+    assert queued() == 0 and count(Outbox) == 0 and count(EventRow) == 0
 
 
 def herald(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import re
 
 from sqlalchemy import func, select
 
-from herald.models import Device, Event
+from herald.models import Device, EventRow
 from herald.settings import Settings
 from tests.conftest import ROOT, Workers, wait_until
 from tests.helpers import rows
@@ -32,8 +32,8 @@ def test_producer_examples_run_and_publish(workers: Workers, sample_directory: N
             exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert printed.getvalue().strip() == "unknown environment 'staging' (known: dev, test, prod)"
     # four distinct events: the flow failure published twice with one key counts once
-    wait_until(lambda: rows(select(func.count()).select_from(Event))[0][0] == 4, message="four events")
-    types = sorted(r.type for r in rows(select(Event.type)))
+    wait_until(lambda: rows(select(func.count()).select_from(EventRow))[0][0] == 4, message="four events")
+    types = sorted(r.type for r in rows(select(EventRow.type)))
     assert types == ["approval.requested", "artifact.deployed", "business.order_submitted", "flow.failed"]
     assert rows(select(Device.person_id).where(Device.token == "fcm-token-from-the-app")) == [("alice",)]
 

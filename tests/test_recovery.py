@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 from sqlalchemy import func, select
 
-from herald.models import Delivery, DeliveryAttempt, Event, utcnow
+from herald.models import Delivery, DeliveryAttempt, EventRow, utcnow
 from herald.settings import get_settings
 from producers import artifact_deployed, publish
 from schedules.recover import recover_stalled
@@ -37,7 +37,7 @@ def test_a_down_deliver_pool_gets_one_message_per_stalled_batch_not_one_per_swee
     try:
         workers.start("ingest,enrich,resolve", concurrency=1, kind="solo", env={"HERALD_BATCH_SIZE": "10"})
         event_id = publish(artifact_deployed("orders-api", kind="api", environment="dev"))
-        wait_until(lambda: rows(select(Event.status).where(Event.id == event_id)) == [("resolved",)],
+        wait_until(lambda: rows(select(EventRow.status).where(EventRow.id == event_id)) == [("resolved",)],
                    message="the event resolved")
     finally:
         os.environ.pop("HERALD_BATCH_SIZE", None)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from herald import db, deadletters
-from herald.models import Approval, ApprovalVote, AuditLog, DeadLetter, Event, Incident
+from herald.models import Approval, ApprovalVote, AuditLog, DeadLetter, EventRow, Incident
 from producers import approval_requested, respond
 from tests.conftest import Workers, wait_until
 from tests.helpers import rows
@@ -28,7 +28,7 @@ def test_an_answer_for_an_approval_that_does_not_exist_yet_is_refused_and_never_
     # when it is ingested (the task as a worker runs it: a dead letter would be written here)
     assert ingest(early.to_json()) == "refused"
     # then it is refused, with its reason on the event and in the audit log, and it is no dead letter
-    assert rows(select(Event.status, Event.enrichment).where(Event.id == early.id)) == [
+    assert rows(select(EventRow.status, EventRow.enrichment).where(EventRow.id == early.id)) == [
         ("refused", {"refused": "approval 1 does not exist"})]
     assert audit_rows() == [("approval.approve.refused", "1", "approval 1 does not exist")]
     assert rows(select(DeadLetter.id)) == []
@@ -51,7 +51,7 @@ def test_an_answer_for_an_approval_that_does_not_exist_yet_is_refused_and_never_
 ])
 def test_answers_to_nothing_are_refused_with_their_reason(clean: None, answer: object, reason: str) -> None:
     assert ingest(answer.to_json()) == "refused"  # type: ignore[attr-defined]
-    assert rows(select(Event.status, Event.enrichment)) == [("refused", {"refused": reason})]
+    assert rows(select(EventRow.status, EventRow.enrichment)) == [("refused", {"refused": reason})]
     assert [r[2] for r in audit_rows()] == [reason]
     assert rows(select(DeadLetter.id)) == [] and rows(select(Incident.id)) == []
 
@@ -70,7 +70,7 @@ def test_replaying_an_answer_runs_every_check_again(workers: Workers) -> None:
     workers.start("ingest", concurrency=1, kind="solo")
     assert len(deadletters.replay()) == 1
     # then the answer is judged like any other: the requester cannot approve their own request
-    wait_until(lambda: rows(select(Event.status).where(Event.id == own.id)) == [("refused",)],
+    wait_until(lambda: rows(select(EventRow.status).where(EventRow.id == own.id)) == [("refused",)],
                message="the replayed answer refused")
     assert rows(select(Approval.status)) == [("pending",)]
     with db.session() as s:

@@ -16,7 +16,7 @@ import redis
 from sqlalchemy import func, select
 
 from herald import db
-from herald.models import DeadLetter, Delivery, DeliveryAttempt, Event, Outbox
+from herald.models import DeadLetter, Delivery, DeliveryAttempt, EventRow, Outbox
 from producers import artifact_deployed, publish
 from tests.conftest import DATA_DIR, REDIS_URL, ROOT, TEST_ENV, Workers, wait_until
 from tests.helpers import all_done, rows
@@ -116,8 +116,8 @@ def test_broker_unreachable_outbox_mode_loses_nothing(workers: Workers, sample_d
     assert len(outbox) == 1 and outbox[0].published_at is None and outbox[0].ingested_at is None
     # when the pipeline runs with beat (the outbox sweep) against a reachable broker
     workers.start("all", concurrency=2, kind="threads", beat=True)
-    wait_until(lambda: rows(select(Event.id).where(Event.id == event_id)), timeout_s=60, message="relayed")
-    wait_until(lambda: all_done([rows(select(Event.id))[0].id]))
+    wait_until(lambda: rows(select(EventRow.id).where(EventRow.id == event_id)), timeout_s=60, message="relayed")
+    wait_until(lambda: all_done([rows(select(EventRow.id))[0].id]))
     assert rows(select(Outbox.ingested_at))[0].ingested_at is not None
 
 
@@ -197,7 +197,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(workers: W
     assert any("InvalidEvent" in r and "environment" in r for r in reasons)
     assert any("PoisonMessage: not an event id: 'not-a-uuid'" in r for r in reasons)
     assert any(r.startswith("TypeError") for r in reasons)
-    assert rows(select(func.count()).select_from(Event))[0][0] == 1
+    assert rows(select(func.count()).select_from(EventRow))[0][0] == 1
 
 
 def test_a_resolve_that_died_mid_way_is_resumed_without_notifying_anyone_twice(clean: None) -> None:
@@ -222,7 +222,7 @@ def test_a_resolve_that_died_mid_way_is_resumed_without_notifying_anyone_twice(c
         ingest.run(event.to_json())
         enrich.run(str(event.id))
         with db.session() as s:
-            s.execute(update(Event).where(Event.id == event.id).values(status="resolving"))
+            s.execute(update(EventRow).where(EventRow.id == event.id).values(status="resolving"))
         chunks = notify(event.id, datetime_now())
         first = next(chunks)  # the first chunk committed and enqueued...
         chunks.close()  # ...then the process died
@@ -232,7 +232,7 @@ def test_a_resolve_that_died_mid_way_is_resumed_without_notifying_anyone_twice(c
         assert len(rows(select(Notification.id))) == 10
         # when the lease is stale (the recovery sweep sends resolve again)
         with db.session() as s:
-            s.execute(update(Event).where(Event.id == event.id)
+            s.execute(update(EventRow).where(EventRow.id == event.id)
                       .values(status_at=datetime_now() - timedelta(seconds=600)))
         resolve.run(str(event.id))
     finally:
@@ -242,4 +242,4 @@ def test_a_resolve_that_died_mid_way_is_resumed_without_notifying_anyone_twice(c
     assert rows(select(func.count(), func.count(func.distinct(Notification.person_id))).select_from(Notification)) == [
         (25, 25)]
     assert rows(select(func.count()).select_from(Delivery)) == [(25,)]
-    assert rows(select(Event.status)) == [("resolved",)]
+    assert rows(select(EventRow.status)) == [("resolved",)]

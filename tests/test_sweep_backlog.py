@@ -14,7 +14,7 @@ from kombu import Connection
 from sqlalchemy import select, update
 
 from herald import db
-from herald.models import Delivery, Device, Event, Notification, OpsCondition, Outbox, utcnow
+from herald.models import Delivery, Device, EventRow, Notification, OpsCondition, Outbox, utcnow
 from producers import flow_failed, publish
 from schedules.backlog import scan_backlog
 from schedules.queues import amqp_stats, queue_stats
@@ -157,7 +157,7 @@ def test_sla_breach_raises_once_and_clears_once_when_delivered(sample_directory:
     with db.session() as s:
         device = s.scalars(select(Device).where(Device.person_id == "chen")).first()
         assert device is not None
-        s.add(Event(id=event_id, type="flow.failed", flow="failure", source="test", environment="prod",
+        s.add(EventRow(id=event_id, type="flow.failed", flow="failure", source="test", environment="prod",
                     severity="error", idempotency_key=str(event_id), occurred_at=now - timedelta(seconds=90),
                     received_at=now - timedelta(seconds=90), data={"flow": "orders-to-erp"}, status="resolved",
                     status_at=now - timedelta(seconds=89)))

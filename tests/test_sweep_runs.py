@@ -23,7 +23,7 @@ from herald.models import (
     Delivery,
     DeliveryAttempt,
     Device,
-    Event,
+    EventRow,
     Notification,
     SweepRun,
     utcnow,
@@ -163,7 +163,7 @@ def test_purge_deletes_what_is_past_retention_and_keeps_what_is_pending(sample_d
         for label, age_days, status in (("old", 40, "sent"), ("stuck", 40, "pending"), ("new", 1, "sent")):
             event_id = ids[label] = uuid.uuid4()
             at = now - timedelta(days=age_days)
-            s.add(Event(id=event_id, type="flow.failed", flow="failure", source="t", environment="prod",
+            s.add(EventRow(id=event_id, type="flow.failed", flow="failure", source="t", environment="prod",
                         severity="error", idempotency_key=label, occurred_at=at, received_at=at, data={},
                         status="resolved"))
             s.flush()
@@ -181,6 +181,6 @@ def test_purge_deletes_what_is_past_retention_and_keeps_what_is_pending(sample_d
     summary = purge()
     # then only the old finished event (and its rows) and the old audit row are gone
     assert summary is not None and summary["events"] == 1 and summary["audit_log"] == 1
-    assert {r[0] for r in rows(select(Event.idempotency_key))} == {"stuck", "new"}
+    assert {r[0] for r in rows(select(EventRow.idempotency_key))} == {"stuck", "new"}
     assert rows(select(func.count()).select_from(Delivery)) == [(2,)]
     assert rows(select(func.count()).select_from(DeliveryAttempt)) == [(1,)]  # attempts: 30 days

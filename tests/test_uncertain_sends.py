@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
 from herald import db, devices
-from herald.models import Delivery, DeliveryAttempt, Event, Notification, Person, utcnow
+from herald.models import Delivery, DeliveryAttempt, EventRow, Notification, Person, utcnow
 from tests.conftest import fresh_fakes
 from tests.helpers import rows
 from workers.deliver.delivery import channel_for, deliver_batch
@@ -62,7 +62,7 @@ def one_target(fakes: FakeProviders, channel: str) -> uuid.UUID:
         s.merge(Person(id="ana", name="Ana"))
         s.flush()
         device = devices.register(s, person_id="ana", channel=channel, token=token, app=app, by="directory")
-        s.add(Event(id=event_id, type="business.order_submitted", flow="business", source="test",
+        s.add(EventRow(id=event_id, type="business.order_submitted", flow="business", source="test",
                     environment="prod", severity="info", idempotency_key=str(event_id), dedup_key=None,
                     occurred_at=utcnow(), data={"topic": "orders.eu", "reference": "PO-1"}, status="resolved"))
         s.flush()

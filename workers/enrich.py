@@ -12,7 +12,7 @@ from herald import db
 from herald.app import app
 from herald.errors import PoisonMessage
 from herald.lanes import is_ops, queue_for
-from herald.models import Approval, Event, Incident, Resource, utcnow
+from herald.models import Approval, EventRow, Incident, Resource, utcnow
 from herald.taskbase import HeraldTask
 from workers.ingest import event_uuid
 
@@ -32,7 +32,7 @@ SUBJECTS: dict[str, list[tuple[str, str]]] = {
 @app.task(base=HeraldTask, name="herald.enrich")
 def enrich(event_id: str) -> str:
     with db.session() as s:
-        event = s.get(Event, event_uuid(event_id), with_for_update=True)
+        event = s.get(EventRow, event_uuid(event_id), with_for_update=True)
         if event is None:
             raise PoisonMessage(f"event {event_id} does not exist")
         if event.status == "received":
@@ -51,7 +51,7 @@ def _lookup(s: Session, kind: str, name: str, environment: str) -> Resource | No
     return min(rows, key=lambda r: r.environment == "*", default=None)
 
 
-def describe(s: Session, event: Event) -> dict[str, Any]:
+def describe(s: Session, event: EventRow) -> dict[str, Any]:
     data = event.data
     owners: list[str] = []
     resources: list[dict[str, Any]] = []
@@ -77,7 +77,7 @@ def describe(s: Session, event: Event) -> dict[str, Any]:
         if data.get("approval_id") is not None:
             approval = s.get(Approval, data["approval_id"])
             if approval is not None:
-                origin = s.get(Event, approval.event_id)
+                origin = s.get(EventRow, approval.event_id)
                 enrichment["requester"] = approval.requester
                 enrichment["approval"] = {"id": approval.id, "status": approval.status,
                                           "target": approval.target}
@@ -87,7 +87,7 @@ def describe(s: Session, event: Event) -> dict[str, Any]:
             if incident is not None:
                 enrichment["incident"] = {"id": incident.id, "status": incident.status,
                                           "assignee": incident.assignee, "title": incident.title}
-                first = s.scalar(select(Event).where(Event.incident_id == incident.id)
-                                 .order_by(Event.received_at).limit(1))
+                first = s.scalar(select(EventRow).where(EventRow.incident_id == incident.id)
+                                 .order_by(EventRow.received_at).limit(1))
                 enrichment["owners"] = (first.enrichment or {}).get("owners", []) if first else []
     return enrichment

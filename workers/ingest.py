@@ -22,8 +22,7 @@ from herald.audit import audit
 from herald.errors import PoisonMessage
 from herald.events import INCIDENT_TYPES, Event, Severity, validate_event
 from herald.lanes import is_ops, queue_for
-from herald.models import Approval, ApprovalVote, Incident, Outbox, utcnow
-from herald.models import Event as EventRow
+from herald.models import Approval, ApprovalVote, EventRow, Incident, Outbox, utcnow
 from herald.settings import get_settings
 from herald.taskbase import HeraldTask
 

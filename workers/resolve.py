@@ -30,7 +30,7 @@ from herald.lanes import is_ops, queue_for
 from herald.models import (
     Delivery,
     Device,
-    Event,
+    EventRow,
     Notification,
     Person,
     Rotation,
@@ -67,7 +67,7 @@ def resolve(event_id: str) -> int:
     key = event_uuid(event_id)
     stale = utcnow() - timedelta(seconds=get_settings().stall_deadline_s)
     with db.session() as s:
-        event = s.get(Event, key, with_for_update=True)
+        event = s.get(EventRow, key, with_for_update=True)
         if event is None:
             raise PoisonMessage(f"event {event_id} does not exist")
         ops = is_ops(event.type, event.source)  # herald's own operations alert: its batches ride the ops lane
@@ -82,7 +82,7 @@ def resolve(event_id: str) -> int:
             _enqueue(batches, ops=ops)
             enqueued += len(batches)
         with db.session() as s:
-            s.execute(update(Event).where(Event.id == key).values(status="resolved", status_at=utcnow()))
+            s.execute(update(EventRow).where(EventRow.id == key).values(status="resolved", status_at=utcnow()))
         return enqueued
     # Redelivered after the work was done: re-enqueue the batches that still have work (deliver is idempotent).
     with db.session() as s:
@@ -98,7 +98,7 @@ def _enqueue(batches: Sequence[tuple[str, uuid.UUID]], *, ops: bool) -> None:
         app.send_task(task, args=[str(batch_id)], queue=queue_for(task, ops=ops))
 
 
-def _expand(s: Session, rule: dict[str, Any], event: Event, now: datetime) -> list[str]:
+def _expand(s: Session, rule: dict[str, Any], event: EventRow, now: datetime) -> list[str]:
     enrichment = event.enrichment or {}
     if "team" in rule:
         return list(s.scalars(select(TeamMember.person_id).where(TeamMember.team_id == rule["team"])))
@@ -126,7 +126,7 @@ def _label(rule: dict[str, Any]) -> str:
     return key if value is True else f"{key}:{value}"
 
 
-def recipients(s: Session, event: Event, now: datetime) -> dict[str, Choice]:
+def recipients(s: Session, event: EventRow, now: datetime) -> dict[str, Choice]:
     enrichment = event.enrichment or {}
     chosen: dict[str, Choice] = {}
     for route in s.scalars(select(Route).order_by(Route.position)):
@@ -149,7 +149,7 @@ def recipients(s: Session, event: Event, now: datetime) -> dict[str, Choice]:
 def notify(event_id: uuid.UUID, now: datetime) -> Iterator[list[tuple[str, uuid.UUID]]]:
     """Write notifications and deliveries, one committed chunk at a time; yield each chunk's batches."""
     with db.session() as s:
-        event = s.get_one(Event, event_id)
+        event = s.get_one(EventRow, event_id)
         chosen = recipients(s, event, now)
         done = set(s.scalars(select(Notification.person_id).where(Notification.event_id == event_id)))
         critical = Severity(event.severity) is Severity.critical
@@ -161,12 +161,12 @@ def notify(event_id: uuid.UUID, now: datetime) -> Iterator[list[tuple[str, uuid.
     for start in range(0, len(todo), size):
         with db.session() as s:
             batches = _notify_chunk(s, event, {p: chosen[p] for p in todo[start:start + size]}, critical, now)
-            s.execute(update(Event).where(Event.id == event_id).values(status_at=utcnow()))  # renew the lease
+            s.execute(update(EventRow).where(EventRow.id == event_id).values(status_at=utcnow()))  # renew the lease
         yield batches
     log.info("event %s: %d recipients", event.id, len(chosen), extra={"event_id": str(event.id)})
 
 
-def _notify_chunk(s: Session, event: Event, chosen: dict[str, Choice], critical: bool, now: datetime
+def _notify_chunk(s: Session, event: EventRow, chosen: dict[str, Choice], critical: bool, now: datetime
                   ) -> list[tuple[str, uuid.UUID]]:
     # Plain rows, not ORM objects: a fan-out reads thousands of people and devices per chunk.
     people = {p.id: p for p in s.execute(

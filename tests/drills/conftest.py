@@ -476,11 +476,11 @@ def fake_key(channel: str, token: str) -> str:
 def _figures(drill: str, accepted: list[uuid.UUID], d: Directory, fakes: Any, stack: Stack,
              drain_s: float) -> Figures:
     from herald import db
-    from herald.models import TERMINAL_DELIVERY, Delivery, DeliveryAttempt, Device, Event
+    from herald.models import TERMINAL_DELIVERY, Delivery, DeliveryAttempt, Device, EventRow
 
     f = Figures(drill, accepted=len(accepted), drain_s=drain_s, dead_pools=stack.dead())
     with db.session() as s:
-        stored = set(s.scalars(select(Event.id).where(Event.id.in_(accepted))))
+        stored = set(s.scalars(select(EventRow.id).where(EventRow.id.in_(accepted))))
         f.lost = len(set(accepted) - stored)
         targets = s.execute(select(Delivery.id, Delivery.status, Device.channel, Device.token)
                             .join(Device, Device.id == Delivery.device_id)
@@ -530,10 +530,11 @@ def _dead_pool_logs(stack: Stack) -> str:
 
 def events_of_type(prefix: str) -> list[Any]:
     from herald import db
-    from herald.models import Event
+    from herald.models import EventRow
 
     with db.session() as s:
-        return list(s.execute(select(Event.id, Event.type, Event.status).where(Event.type.like(f"{prefix}%"))).all())
+        return list(s.execute(select(EventRow.id, EventRow.type, EventRow.status)
+                              .where(EventRow.type.like(f"{prefix}%"))).all())
 
 
 def sent_count(event_ids: list[Any]) -> int:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from herald import db
-from herald.models import Delivery, Event
+from herald.models import Delivery, EventRow
 from tests.conftest import wait_until
 from tests.drills.conftest import Drill
 
@@ -24,8 +24,8 @@ def _fcm_batches() -> int:
 
 def _resolved(ids: list) -> int:
     with db.session() as s:
-        return int(s.scalar(select(func.count()).select_from(Event)
-                            .where(Event.id.in_(ids), Event.status == "resolved")) or 0)
+        return int(s.scalar(select(func.count()).select_from(EventRow)
+                            .where(EventRow.id.in_(ids), EventRow.status == "resolved")) or 0)
 
 
 def test_deliver_pool_down_queue_stays_bounded_and_drains_when_back(drill: Drill) -> None:

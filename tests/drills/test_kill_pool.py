@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from herald import db
-from herald.models import Delivery, Event
+from herald.models import Delivery, EventRow
 from tests.conftest import wait_until
 from tests.drills.conftest import Burst, Drill, sent_count
 
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.drill
 
 def _events(ids: list[uuid.UUID], *statuses: str) -> int:
     with db.session() as s:
-        q = select(func.count()).select_from(Event).where(Event.id.in_(ids))
+        q = select(func.count()).select_from(EventRow).where(EventRow.id.in_(ids))
         if statuses:
-            q = q.where(Event.status.in_(statuses))
+            q = q.where(EventRow.status.in_(statuses))
         return int(s.scalar(q) or 0)
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from herald import db
-from herald.models import Delivery, Event
+from herald.models import Delivery, EventRow
 from tests.conftest import wait_until
 from tests.drills.conftest import Drill
 
@@ -17,8 +17,8 @@ from tests.drills.conftest import Drill
 def _ops_sent() -> list[Any]:
     """Operations events with a delivery sent to the operations person."""
     with db.session() as s:
-        return list(s.execute(select(Event.type, Event.subject).join(Delivery, Delivery.event_id == Event.id)
-                              .where(Event.type.like("ops.%"), Delivery.status == "sent")).all())
+        return list(s.execute(select(EventRow.type, EventRow.subject).join(Delivery, Delivery.event_id == EventRow.id)
+                              .where(EventRow.type.like("ops.%"), Delivery.status == "sent")).all())
 
 
 @pytest.mark.drill

@@ -46,7 +46,7 @@ from herald import db, deadletters
 from herald.app import app
 from herald.errors import PoisonMessage
 from herald.lanes import CHANNELS, is_ops, queue_for
-from herald.models import Delivery, DeliveryAttempt, Device, Event, Notification, utcnow
+from herald.models import Delivery, DeliveryAttempt, Device, EventRow, Notification, utcnow
 from herald.settings import get_settings
 from herald.taskbase import HeraldTask, backoff_s
 from workers.deliver.base import Channel, Message, Payload, Result, Target
@@ -167,8 +167,8 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], dict
             .where(Delivery.id.in_(ids))).all()
         # A batch belongs to one event: load (and decode) its data once, not once per target.
         events = {e.id: e for e in s.execute(
-            select(Event.id, Event.type, Event.flow, Event.environment, Event.severity, Event.data,
-                   Event.enrichment, Event.dedup_key).where(Event.id.in_({r.event_id for r in loaded})))}
+            select(EventRow.id, EventRow.type, EventRow.flow, EventRow.environment, EventRow.severity, EventRow.data,
+                   EventRow.enrichment, EventRow.dedup_key).where(EventRow.id.in_({r.event_id for r in loaded})))}
     messages = []
     for r in loaded:
         e = events[r.event_id]
@@ -331,7 +331,7 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
 def _is_ops(batch_id: uuid.UUID) -> bool:
     """Whether a batch belongs to one of herald's own operations alerts (a batch holds one event)."""
     with db.session() as s:
-        event = s.execute(select(Event.type, Event.source).join(Delivery, Delivery.event_id == Event.id)
+        event = s.execute(select(EventRow.type, EventRow.source).join(Delivery, Delivery.event_id == EventRow.id)
                           .where(Delivery.batch_id == batch_id).limit(1)).first()
     return event is not None and is_ops(event.type, event.source)
 

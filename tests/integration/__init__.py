@@ -1,0 +1,1 @@
+"""Integration tests: real PostgreSQL, Redis, RabbitMQ and worker processes; only push providers are faked."""

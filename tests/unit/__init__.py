@@ -1,0 +1,1 @@
+"""Unit tests: no services, no processes, seconds in all (`pytest tests/unit`)."""

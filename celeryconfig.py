@@ -7,7 +7,7 @@ this module; the README lists the environment variables.
 from kombu import Exchange, Queue
 
 from herald import broker
-from herald.lanes import QUEUES, RETRY_QUEUE, route
+from herald.lanes import QUEUES, RETRY_QUEUE, task_route
 from herald.settings import get_settings
 
 _settings = get_settings()
@@ -57,7 +57,7 @@ if _amqp:
     worker_detect_quorum_queues = True
 else:
     task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
-task_routes = (route,)  # TASK_ROUTES, and the ops lane chosen per send (herald/lanes.py)
+task_routes = (task_route,)  # TASK_ROUTES, and the ops lane chosen per send (herald/lanes.py)
 task_default_queue = RETRY_QUEUE  # never used by herald's own tasks: the routing test proves it
 task_create_missing_queues = False
 

@@ -22,7 +22,7 @@ import aiohttp
 from herald.settings import get_settings
 from workers.deliver import apns, fcm, vapid, webpush
 from workers.deliver.base import Message, Payload, Target
-from workers.deliver.h2client import Pool
+from workers.deliver.h2client import ConnectionPool
 
 PAYLOAD = Payload("New order", "Order PO-1 was submitted", "herald://events/bench",
                   {"event_id": "bench", "type": "business.order_submitted", "severity": "info"})
@@ -46,7 +46,7 @@ async def run(items: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
             access = (await response.json(content_type=None))["access_token"]
     context = ssl.create_default_context(cafile=str(settings.apns_ca_file) if settings.apns_ca_file else None)
     context.set_alpn_protocols(["h2"])
-    pools = {env: Pool(urlsplit(url).hostname or "", urlsplit(url).port or 443, context,
+    pools = {env: ConnectionPool(urlsplit(url).hostname or "", urlsplit(url).port or 443, context,
                        settings.apns_connections, settings.channel_timeout_s)
              for env, url in (("production", settings.apns_production_url),
                               ("sandbox", settings.apns_sandbox_url))}

@@ -8,7 +8,7 @@ bulk lane, their own queues in :data:`TASK_ROUTES`, except for herald's own oper
 (:func:`is_ops`: an ``ops.*`` event raised by a sweep or by the delivery worker). Those ride the ops
 lane: every one of their tasks goes to :data:`OPS_QUEUE`, which the ``sweeps`` pool consumes, so an
 alert that ingest is dead, or backlogged, or that a deliver pool is down, never waits for that pool.
-The lane is chosen per send (:func:`queue_for`): the first send by :func:`route` from the event in
+The lane is chosen per send (:func:`queue_for`): the first send by :func:`task_route` from the event in
 the message (the outbox relay publishes ``herald.ingest`` with the envelope), each later one by
 the stage that forwards the event, from the stored event.
 """
@@ -61,7 +61,7 @@ def queue_for(task: str, *, ops: bool, retry: bool = False) -> str:
     return RETRY_QUEUE if retry else TASK_ROUTES[task]
 
 
-def route(name: str, args: Sequence[Any] | None, kwargs: dict[str, Any] | None, options: dict[str, Any],
+def task_route(name: str, args: Sequence[Any] | None, kwargs: dict[str, Any] | None, options: dict[str, Any],
           task: Any = None, **_: Any) -> dict[str, str] | None:
     """Celery's router (``task_routes``): :data:`TASK_ROUTES`, and the lane of an ingest from its envelope.
 
@@ -75,7 +75,7 @@ def route(name: str, args: Sequence[Any] | None, kwargs: dict[str, Any] | None, 
 
 
 @dataclass(frozen=True)
-class Pool:
+class WorkerPool:
     """How one pool is started by default (``herald worker --pool NAME`` can override)."""
 
     queues: tuple[str, ...]
@@ -84,18 +84,18 @@ class Pool:
     kind: str = "prefork"
 
 
-POOLS: dict[str, Pool] = {
+POOLS: dict[str, WorkerPool] = {
     # Short tasks: a little prefetch keeps the process busy between round trips.
-    "ingest": Pool(("ingest",), concurrency=2, prefetch_multiplier=8),
-    "enrich": Pool(("enrich",), concurrency=2, prefetch_multiplier=8),
+    "ingest": WorkerPool(("ingest",), concurrency=2, prefetch_multiplier=8),
+    "enrich": WorkerPool(("enrich",), concurrency=2, prefetch_multiplier=8),
     # One event fans out to many rows: take one at a time so a big event does not hold others.
-    "resolve": Pool(("resolve",), concurrency=2, prefetch_multiplier=1),
+    "resolve": WorkerPool(("resolve",), concurrency=2, prefetch_multiplier=1),
     # A batch holds up to HERALD_BATCH_SIZE targets and waits on the network: one at a time.
-    **{f"deliver.{c}": Pool((f"deliver.{c}",), concurrency=2, prefetch_multiplier=1) for c in CHANNELS},
-    RETRY_QUEUE: Pool((RETRY_QUEUE,), concurrency=1, prefetch_multiplier=1),
+    **{f"deliver.{c}": WorkerPool((f"deliver.{c}",), concurrency=2, prefetch_multiplier=1) for c in CHANNELS},
+    RETRY_QUEUE: WorkerPool((RETRY_QUEUE,), concurrency=1, prefetch_multiplier=1),
     # The sweeps, and the ops lane (herald's own operations alerts, every stage): two processes, so an
     # alert is not held behind a long sweep.
-    "sweeps": Pool((OPS_QUEUE, "sweeps"), concurrency=2, prefetch_multiplier=1),
+    "sweeps": WorkerPool((OPS_QUEUE, "sweeps"), concurrency=2, prefetch_multiplier=1),
 }
 
 QUEUES: tuple[str, ...] = tuple(dict.fromkeys(q for pool in POOLS.values() for q in pool.queues))

@@ -27,7 +27,7 @@ import jwt
 from herald.devices import apns_topic
 from herald.settings import get_settings
 from workers.deliver.base import Message, Result
-from workers.deliver.h2client import NotProcessed, Pool, Response, Uncertain
+from workers.deliver.h2client import ConnectionPool, NotProcessed, Response, Uncertain
 from workers.deliver.payload import PayloadTooLarge, fit
 from workers.deliver.sender import (
     ProviderChannel,
@@ -167,7 +167,7 @@ class ApnsChannel(ProviderChannel):
         self.ca_file = settings.apns_ca_file
         self.size = settings.apns_connections
         self.timeout_s = settings.channel_timeout_s
-        self.pools: dict[str, Pool] = {}
+        self.pools: dict[str, ConnectionPool] = {}
 
     async def open(self) -> None:
         if self.pools:
@@ -176,7 +176,7 @@ class ApnsChannel(ProviderChannel):
         context.set_alpn_protocols(["h2"])
         for environment, url in self.urls.items():
             parts = urlsplit(url)
-            self.pools[environment] = Pool(parts.hostname or "", parts.port or 443, context, self.size,
+            self.pools[environment] = ConnectionPool(parts.hostname or "", parts.port or 443, context, self.size,
                                            self.timeout_s)
 
     async def aclose(self) -> None:

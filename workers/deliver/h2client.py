@@ -213,7 +213,7 @@ class Connection:
             self.reader_task.cancel()
 
 
-class Pool:
+class ConnectionPool:
     """A few connections to one host, opened lazily, replaced when they close or go away."""
 
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext, size: int, timeout_s: float) -> None:

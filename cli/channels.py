@@ -1,32 +1,22 @@
 """``herald devices``, ``herald vapid`` and ``herald fakes``: the channel commands.
 
-Exit codes as for every herald command: 0 success, 1 failed, 2 bad input, 3 a service is unreachable.
+Exit codes as for every herald command (cli.output): 0 success, 1 failed, 2 bad input, 3 a service is unreachable.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from cli.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE, Json, err, fail, out, print_json
 
 devices_app = typer.Typer(help="Register, list and remove push devices.", no_args_is_help=True)
 vapid_app = typer.Typer(help="Web Push VAPID keys.", no_args_is_help=True)
 fakes_app = typer.Typer(help="Local, protocol-faithful fakes of FCM, APNs and Web Push.", no_args_is_help=True)
-
-# Never markup: tokens, apps and reasons come from input ("[/x]" would crash a command).
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
-
-
-def _fail(code: int, message: str) -> None:
-    err.print(f"herald: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
 
 @devices_app.command("register")
 def devices_register(
@@ -57,7 +47,7 @@ def devices_register(
     try:
         device_id = register_device(person, channel, token, token_kind=kind, app=app, environment=environment)
     except InvalidDevice as exc:
-        _fail(2, str(exc))
+        fail(EXIT_BAD_INPUT, str(exc))
     out.print(f"device {device_id}")
 
 
@@ -66,7 +56,7 @@ def devices_list(
     person: Annotated[str | None, typer.Option(help="Only this person's devices.")] = None,
     channel: Annotated[str | None, typer.Option(help="Only this channel.")] = None,
     include_inactive: Annotated[bool, typer.Option("--all", help="Include deactivated devices.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    as_json: Json = False,
 ) -> None:
     """List devices, with why a deactivated one was deactivated.
 
@@ -95,7 +85,7 @@ def devices_list(
              "registered_at": d.registered_at.isoformat(),
              "deactivated_reason": d.deactivated_reason} for d in s.scalars(query)]
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        print_json(rows)
         return
     table = Table("id", "person", "channel", "app", "env", "active", "token", "why inactive")
     for r in rows:
@@ -126,7 +116,7 @@ def devices_remove(
                              .returning(Device.id)).all())
     out.print(f"removed {done} device(s)")
     if done < len(device_ids):
-        _fail(1, f"{len(device_ids) - done} id(s) unknown or already inactive")
+        fail(EXIT_FAILED, f"{len(device_ids) - done} id(s) unknown or already inactive")
 
 
 @vapid_app.command("generate")
@@ -144,10 +134,10 @@ def vapid_generate(
 
         herald vapid generate --out /etc/herald/vapid-private.pem
     """
-    from workers.deliver import vapid
+    from herald.channels import vapid
 
     if out_file.exists() and not force:
-        _fail(2, f"{out_file} exists: every browser subscription is bound to it (use --force to replace)")
+        fail(EXIT_BAD_INPUT, f"{out_file} exists: every browser subscription is bound to it (use --force to replace)")
     public = vapid.generate(out_file)
     err.print(f"private key written to {out_file}; set HERALD_WEBPUSH_VAPID_KEY_FILE={out_file}")
     sys.stdout.write(public + "\n")  # never wrapped: the browser needs it whole
@@ -190,4 +180,4 @@ def fakes_serve(
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        _fail(3, f"cannot listen: {exc}")
+        fail(EXIT_UNAVAILABLE, f"cannot listen: {exc}")

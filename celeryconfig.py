@@ -82,5 +82,6 @@ enable_utc = True
 imports = ("workers.ingest", "workers.enrich", "workers.resolve", "workers.deliver.delivery",
            "schedules.periodic")
 
-import schedules.stamps  # noqa: E402,F401  (stamps publish times for the backlog scan)
-from schedules.beat import beat_schedule  # noqa: E402,F401  (the one schedule table)
+# The schedule table, by name: only a process that runs beat (`herald beat`, `herald worker --beat`,
+# `celery -A herald.app beat`) loads it, so publishing never imports the schedules package.
+beat_scheduler = "schedules.beat:Scheduler"

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
 
-from herald import broker, logs
+from herald import broker, heartbeats, logs, stamps
 
 
 class HeraldCelery(Celery):
@@ -24,6 +24,10 @@ class HeraldCelery(Celery):
             countdown = 1
         return super().send_task(name, args, kwargs, countdown, eta, **options)
 
+
+# Connected by importing them, in every process that loads the app: herald.stamps stamps each message with
+# its publish time (the backlog scan reads it), herald.heartbeats is each worker's heartbeat.
+SIGNAL_HANDLERS = (stamps, heartbeats)
 
 app = HeraldCelery("herald")
 app.config_from_object("celeryconfig")

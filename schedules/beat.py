@@ -1,18 +1,32 @@
-"""The one schedule table: every periodic task herald runs, with its period.
+"""The one schedule table: every periodic task herald runs, with its period, and the scheduler beat runs it with.
 
 Each period is overridable by its environment variable (see herald.settings). Every entry
 carries ``expires``: a sweep that waited in a backed-up queue longer than its period is
 dropped rather than run late, since the next tick does the same work. The sweeps themselves
 take an advisory lock and skip a second run within half a period (schedules.runs), so two beats
 started by mistake still give one run per period.
+
+Only beat loads this module: celeryconfig names :class:`Scheduler` by string (``beat_scheduler``), so
+``herald beat``, ``herald worker --beat`` and ``celery -A herald.app beat`` read the table here, while a
+producer's ``publish()`` or a worker without beat never imports the schedules package. The scheduler
+also records beat's start in ``sweep_runs`` (row ``beat``), so that ``herald status`` knows which
+sweeps are not yet due.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
+from celery.beat import PersistentScheduler
+
 from herald.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+BEAT_ROW = "beat"  # its row in sweep_runs: last_started_at is when beat last started
 
 
 @dataclass(frozen=True)
@@ -42,8 +56,37 @@ def entries() -> list[Entry]:
 
 
 def schedule() -> dict[str, dict[str, Any]]:
+    """The table in Celery's ``beat_schedule`` form."""
     return {e.name: {"task": e.task, "schedule": e.period_s, "options": {"expires": e.period_s}}
             for e in entries()}
 
 
-beat_schedule = schedule()
+class Scheduler(PersistentScheduler):
+    """Celery's persistent scheduler (the ``-s`` file keeps each entry's last run), given herald's table."""
+
+    def setup_schedule(self) -> None:
+        # Before the persistent scheduler merges the configured table into its file, as it would a
+        # beat_schedule set in celeryconfig.
+        self.app.conf.beat_schedule = schedule()
+        super().setup_schedule()
+        record_beat_start()
+
+
+# --- beat's start ---------------------------------------------------------------------------------
+
+
+def record_beat_start(**_: Any) -> None:
+    """Remember when beat started: until a sweep's first period has passed, it is not yet due.
+
+    Beat runs an interval entry one period after it starts, so an hourly sweep has not run in the first
+    hour, and ``herald status`` must not call it overdue (schedules.status).
+    """
+    from herald import db
+    from herald.models import utcnow
+    from schedules.runs import record_run
+
+    try:
+        with db.session() as s:
+            record_run(s, BEAT_ROW, started_at=utcnow(), outcome="ok", summary={"pid": os.getpid()})
+    except Exception:  # beat must start even when the database is not there yet (logged with its traceback)
+        log.warning("could not record beat's start (herald status may call new sweeps overdue)", exc_info=True)

@@ -13,7 +13,7 @@ the head message, taken with ``basic_get`` and put back with ``basic_reject(requ
 which RabbitMQ returns to its original position (HERALD_BACKLOG_RABBITMQ_PEEK=false turns it off).
 https://www.rabbitmq.com/docs/confirms#consumer-nacks-requeue
 
-Both read the ``herald_published_at`` header that schedules.stamps puts on every message.
+Both read the ``herald_published_at`` header that herald.stamps puts on every message.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from herald.settings import get_settings
-from schedules.stamps import HEADER
+from herald.stamps import HEADER
 
 log = logging.getLogger(__name__)
 

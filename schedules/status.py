@@ -3,7 +3,7 @@
 A sweep is overdue once twice its period (and at least a minute more) passed since its last success,
 or, when beat started after that (or it never succeeded), since beat started: beat runs a sweep one
 period after it starts, so right after a start the hourly sweeps have not run and are not yet due.
-Beat's start is recorded by schedules.stamps as the ``beat`` row of ``sweep_runs``.
+Beat's start is recorded by schedules.beat (its scheduler) as the ``beat`` row of ``sweep_runs``.
 
 Each worker pool (herald.lanes.POOLS) is ``up`` while a worker consuming its queues has a heartbeat
 younger than ``HERALD_HEARTBEAT_TIMEOUT_S`` (herald.heartbeats), ``down`` once every worker it had
@@ -23,8 +23,7 @@ from herald import db, deadletters
 from herald.lanes import POOLS
 from herald.models import OpsCondition, SweepRun, WorkerHeartbeat, utcnow
 from herald.settings import get_settings
-from schedules.beat import entries
-from schedules.stamps import BEAT_ROW
+from schedules.beat import BEAT_ROW, entries
 
 
 def overdue_after_s(period_s: float) -> float:

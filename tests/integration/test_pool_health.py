@@ -18,7 +18,7 @@ from cli.main import app
 from herald import db
 from herald.models import OpsCondition, WorkerHeartbeat, utcnow
 from herald.settings import get_settings
-from schedules.stamps import record_beat_start
+from schedules.beat import record_beat_start
 from tests.integration.conftest import Workers, wait_until
 from tests.integration.helpers import rows
 

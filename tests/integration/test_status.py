@@ -15,7 +15,7 @@ from herald import db, deadletters
 from herald.models import DeadLetter, OpsCondition, Outbox, SweepRun, utcnow
 from herald.settings import get_settings
 from schedules.backlog import scan_backlog
-from schedules.stamps import BEAT_ROW, record_beat_start
+from schedules.beat import BEAT_ROW, record_beat_start
 from tests.integration.conftest import Workers, wait_until
 from tests.integration.helpers import rows
 

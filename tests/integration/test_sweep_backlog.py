@@ -15,10 +15,10 @@ from sqlalchemy import select, update
 
 from herald import db
 from herald.models import Delivery, Device, EventRow, Notification, OpsCondition, Outbox, utcnow
+from herald.stamps import HEADER
 from producers import flow_failed, publish
 from schedules.backlog import scan_backlog
 from schedules.queues import amqp_stats, queue_stats
-from schedules.stamps import HEADER
 from tests.integration.conftest import Workers, wait_until
 from tests.integration.test_credentials_inventory import Env, env_override
 
@@ -106,7 +106,7 @@ def test_a_value_hovering_around_the_threshold_does_not_flap(clean: None, fast_c
 
 
 def test_rabbitmq_backlog_raises_once_and_clears_once(clean: None, fast_clear: Env) -> None:
-    # given a RabbitMQ queue holding 30 task messages sent by Celery (stamped by schedules.stamps)
+    # given a RabbitMQ queue holding 30 task messages sent by Celery (stamped by herald.stamps)
     queue = f"herald-test-{uuid.uuid4().hex[:8]}"
     sender = Celery("herald-test-sender", broker=AMQP_URL, set_as_current=False)
     sender.conf.broker_transport_options = {"confirm_publish": True}

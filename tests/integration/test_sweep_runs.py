@@ -28,7 +28,7 @@ from herald.models import (
     SweepRun,
     utcnow,
 )
-from schedules.beat import beat_schedule
+from schedules.beat import schedule
 from schedules.purge import purge
 from schedules.runs import run_exclusive
 from tests.integration.conftest import DATA_DIR, Workers, wait_until
@@ -44,6 +44,7 @@ def env() -> Iterator[Env]:
 
 
 def test_every_schedule_entry_carries_expires_equal_to_its_period() -> None:
+    beat_schedule = schedule()
     assert {"sweep-credentials", "scan-backlog", "tick-due-work", "purge-retention", "relay-outbox",
             "recover-stalled-work"} <= set(beat_schedule)
     for entry in beat_schedule.values():

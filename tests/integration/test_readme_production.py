@@ -73,6 +73,7 @@ def test_the_production_setup_publishes_to_a_provider_and_writes_the_answer_back
     # where herald is not on the PATH until the README activates the virtualenv
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     (tmp_path / "herald").symlink_to(ROOT / "herald")
+    (tmp_path / "devtools").symlink_to(ROOT / "devtools")  # the sample directory: devtools/samples/directory.yaml
     venv_bin = str(ROOT / ".venv" / "bin")
     path = ":".join(p for p in os.environ["PATH"].split(":") if p != venv_bin)
     env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, **TEST_ENV, "PATH": path,

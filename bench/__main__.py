@@ -23,8 +23,11 @@ from typing import Any
 
 from bench import report, stack
 from bench.procs import Group
+from devtools.fakes.registry import FAKES
+from herald import channels
 
-CHANNELS = ("fcm", "apns", "webpush")
+# Every registered channel that has a fake to send to (devtools/fakes/registry.py).
+CHANNELS: tuple[str, ...] = tuple(name for name in channels.names() if name in FAKES)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,8 +87,8 @@ class Bench:
         from sqlalchemy import insert, select
 
         from herald import db
+        from herald.channels import vapid
         from herald.models import Device, Person, Subscription
-        from workers.deliver import vapid
 
         subs: list[dict[str, Any]] = []
         webpush_n = sum(1 for i in range(n) if channels[i % len(channels)] == "webpush")

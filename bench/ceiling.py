@@ -19,10 +19,16 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from herald.channels import vapid
+from herald.channels.apns import ApnsSettings
+from herald.channels.apns import provider as apns
+from herald.channels.fcm import FcmSettings
+from herald.channels.fcm import provider as fcm
+from herald.channels.h2client import ConnectionPool
+from herald.channels.types import Message, Payload, Target
+from herald.channels.webpush import WebPushSettings
+from herald.channels.webpush import provider as webpush
 from herald.settings import get_settings
-from workers.deliver import apns, fcm, vapid, webpush
-from workers.deliver.base import Message, Payload, Target
-from workers.deliver.h2client import ConnectionPool
 
 PAYLOAD = Payload("New order", "Order PO-1 was submitted", "herald://events/bench",
                   {"event_id": "bench", "type": "business.order_submitted", "severity": "info"})
@@ -36,25 +42,27 @@ def message(item: dict[str, Any], index: int) -> Message:
 
 async def run(items: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
     settings = get_settings()
+    fcm_settings, apns_settings = FcmSettings.current(), ApnsSettings.current()
+    webpush_settings = WebPushSettings.current()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60),
                                     timeout=aiohttp.ClientTimeout(total=settings.channel_timeout_s))
-    creds = fcm.Credentials.load(settings.fcm_credentials_file) if settings.fcm_credentials_file else None
+    creds = fcm.Credentials.load(fcm_settings.credentials_file) if fcm_settings.credentials_file else None
     access = ""
     if creds is not None:
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": creds.assertion()}
         async with session.post(creds.token_uri, data=form) as response:
             access = (await response.json(content_type=None))["access_token"]
-    context = ssl.create_default_context(cafile=str(settings.apns_ca_file) if settings.apns_ca_file else None)
+    context = ssl.create_default_context(cafile=str(apns_settings.ca_file) if apns_settings.ca_file else None)
     context.set_alpn_protocols(["h2"])
     pools = {env: ConnectionPool(urlsplit(url).hostname or "", urlsplit(url).port or 443, context,
-                       settings.apns_connections, settings.channel_timeout_s)
-             for env, url in (("production", settings.apns_production_url),
-                              ("sandbox", settings.apns_sandbox_url))}
-    token = apns.ProviderToken(Path(settings.apns_key_file).read_text(), settings.apns_key_id,
-                               settings.apns_team_id, settings.apns_jwt_refresh_s) \
-        if settings.apns_key_file else None
-    signer = vapid.Vapid(vapid.load(settings.webpush_vapid_key_file), settings.webpush_vapid_subject) \
-        if settings.webpush_vapid_key_file else None
+                       apns_settings.connections, settings.channel_timeout_s)
+             for env, url in (("production", apns_settings.production_url),
+                              ("sandbox", apns_settings.sandbox_url))}
+    token = apns.ProviderToken(Path(apns_settings.key_file).read_text(), apns_settings.key_id,
+                               apns_settings.team_id, apns_settings.jwt_refresh_s) \
+        if apns_settings.key_file else None
+    signer = vapid.Vapid(vapid.load(webpush_settings.vapid_key_file), webpush_settings.vapid_subject) \
+        if webpush_settings.vapid_key_file else None
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -65,7 +73,7 @@ async def run(items: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
             started = time.perf_counter()
             if item["channel"] == "fcm":
                 assert creds is not None
-                async with session.post(f"{settings.fcm_url}/v1/projects/{creds.project_id}/messages:send",
+                async with session.post(f"{fcm_settings.url}/v1/projects/{creds.project_id}/messages:send",
                                         data=fcm.encode(m), headers={"Authorization": f"Bearer {access}",
                                                                      "Content-Type": "application/json"}) as r:
                     await r.read()

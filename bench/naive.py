@@ -20,9 +20,15 @@ import httpx
 import psycopg
 from celery import Celery
 
+from herald.channels import vapid
+from herald.channels.apns import ApnsSettings
+from herald.channels.apns import provider as apns
+from herald.channels.fcm import FcmSettings
+from herald.channels.fcm import provider as fcm
+from herald.channels.types import Message, Payload, Target
+from herald.channels.webpush import WebPushSettings
+from herald.channels.webpush import provider as webpush
 from herald.settings import get_settings
-from workers.deliver import apns, fcm, vapid, webpush
-from workers.deliver.base import Message, Payload, Target
 from workers.deliver.payload import render
 
 QUEUE = "bench.naive"
@@ -47,7 +53,7 @@ def _client(channel: str) -> httpx.Client:
     if key not in _state:
         settings = get_settings()
         if channel == "apns":
-            context = ssl.create_default_context(cafile=str(settings.apns_ca_file))
+            context = ssl.create_default_context(cafile=str(ApnsSettings.current().ca_file))
             _state[key] = httpx.Client(http2=True, verify=context, timeout=settings.channel_timeout_s)
         else:
             _state[key] = httpx.Client(timeout=settings.channel_timeout_s)
@@ -56,7 +62,7 @@ def _client(channel: str) -> httpx.Client:
 
 def _fcm_token() -> tuple[str, str]:
     if "fcm" not in _state:
-        creds = fcm.Credentials.load(get_settings().fcm_credentials_file)  # type: ignore[arg-type]
+        creds = fcm.Credentials.load(FcmSettings.current().credentials_file)  # type: ignore[arg-type]
         answer = _client("fcm").post(creds.token_uri, data={
             "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": creds.assertion()}).json()
         _state["fcm"] = (creds.project_id, answer["access_token"])
@@ -64,26 +70,28 @@ def _fcm_token() -> tuple[str, str]:
 
 
 def send(m: Message, channel: str) -> int:
-    settings = get_settings()
     if channel == "fcm":
         project, access = _fcm_token()
-        return _client("fcm").post(f"{settings.fcm_url}/v1/projects/{project}/messages:send", content=fcm.encode(m),
+        url = f"{FcmSettings.current().url}/v1/projects/{project}/messages:send"
+        return _client("fcm").post(url, content=fcm.encode(m),
                                    headers={"Authorization": f"Bearer {access}",
                                             "Content-Type": "application/json"}).status_code
     if channel == "webpush":
         if "vapid" not in _state:
-            _state["vapid"] = vapid.Vapid(vapid.load(settings.webpush_vapid_key_file),  # type: ignore[arg-type]
-                                          settings.webpush_vapid_subject)
+            keys = WebPushSettings.current()
+            _state["vapid"] = vapid.Vapid(vapid.load(keys.vapid_key_file),  # type: ignore[arg-type]
+                                          keys.vapid_subject)
         sub = json.loads(m.target.token)
         body = vapid.encrypt(webpush.cleartext(m), sub["keys"]["p256dh"], sub["keys"]["auth"])
         return _client("webpush").post(sub["endpoint"], content=body, headers={
             "TTL": str(m.ttl_s), "Content-Encoding": "aes128gcm", "Urgency": "normal",
             "Content-Type": "application/octet-stream",
             "Authorization": _state["vapid"].header(sub["endpoint"])}).status_code
+    settings = ApnsSettings.current()
     if "apns" not in _state:
-        _state["apns"] = apns.ProviderToken(Path(settings.apns_key_file).read_text(),  # type: ignore[arg-type]
-                                            settings.apns_key_id, settings.apns_team_id, settings.apns_jwt_refresh_s)
-    url = settings.apns_sandbox_url if m.target.environment == "sandbox" else settings.apns_production_url
+        _state["apns"] = apns.ProviderToken(Path(settings.key_file).read_text(),  # type: ignore[arg-type]
+                                            settings.key_id, settings.team_id, settings.jwt_refresh_s)
+    url = settings.sandbox_url if m.target.environment == "sandbox" else settings.production_url
     return _client("apns").post(f"{url}/3/device/{m.target.token}", content=apns.encode(m), headers={
         "authorization": f"bearer {_state['apns'].current()}", "apns-topic": m.target.app,
         "apns-push-type": "alert", "apns-priority": "5",

@@ -11,7 +11,7 @@ subscriptions made at the fake (so it can decrypt what herald sends), and the to
 their meaning through the fakes' switches: ``dead-`` is unregistered at the provider (the device
 is deactivated), ``flaky-`` fails once with the provider's transient error (the target is retried).
 What the fakes received is written to ``$HERALD_DATA_DIR/demo-fakes.json``.
-``dev_channel=True`` (``herald demo --dev-channel``) writes JSON lines instead (workers/deliver/dev.py).
+``dev_channel=True`` (``herald demo --dev-channel``) writes JSON lines instead (herald/channels/dev.py).
 
 Then it answers, as people would from their phones: the open incident is acknowledged by the person
 it paged, the approval is approved by an approver (and, on purpose, refused to its own requester),
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from sqlalchemy import func, select, update
 
-from herald import db, directory, migrate, safeyaml
+from herald import channels, db, directory, migrate, safeyaml
 from herald.models import TERMINAL_DELIVERY, Approval, ApprovalVote, Delivery, Device, EventRow, Incident, Notification
 from herald.settings import get_settings
 
@@ -226,7 +226,7 @@ def demo_directory(fakes: FakeProviders, folder: Path) -> tuple[Path, list[str],
     a browser's ``PushManager.subscribe()`` would; FCM and APNs tokens are kept as they are, and
     the fakes' switches are set from their prefixes.
     """
-    from workers.deliver import vapid
+    from herald.channels import vapid
 
     application_server_key = vapid.b64url(vapid.public_bytes(vapid.load(fakes.keys.vapid_key_file)))
     spec, _node = safeyaml.parse(SAMPLE.read_text(), where=str(SAMPLE))
@@ -299,7 +299,7 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
     migrate.upgrade()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fakes: FakeProviders | None = None
-    worker_env: dict[str, str] = {f"HERALD_BACKEND_{c}": "dev" for c in ("FCM", "APNS", "WEBPUSH")}
+    worker_env: dict[str, str] = {f"HERALD_{c.upper()}_BACKEND": "dev" for c in channels.names()}
     directory_file = SAMPLE
     subscriptions: list[str] = []
     faults = sample_faults()  # deliberate, by token prefix; the fakes' own replace these below

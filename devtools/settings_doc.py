@@ -1,7 +1,8 @@
 """The settings reference: one line per environment variable, written into README.md.
 
 ``python -m devtools.settings_doc`` rewrites the table between the README's settings markers;
-a test fails when a setting has no line here or the README's table is stale.
+a test fails when a setting has no line here or the README's table is stale. The core settings come
+first, then each registered channel's own (``HERALD_<NAME>_*``, :data:`CHANNEL_DOCS`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import re
 import sys
 from pathlib import Path
 
+from pydantic_settings import BaseSettings
+
+from herald import channels
 from herald.settings import Settings
 
 DOCS: dict[str, str] = {
@@ -42,9 +46,6 @@ DOCS: dict[str, str] = {
     "publish_max_retries": "connection retries before `publish` raises BrokerUnavailable",
     "publish_direct_record": "direct mode with `HERALD_DATABASE_URL`: record each event in the outbox before "
                              "publishing, so the outbox sweep republishes what the broker loses (README: Durability)",
-    "backend_fcm": "`dev` (JSON lines) or `provider` (FCM HTTP v1)",
-    "backend_apns": "`dev` (JSON lines) or `provider` (APNs HTTP/2)",
-    "backend_webpush": "`dev` (JSON lines) or `provider` (Web Push, RFC 8030/8291/8292)",
     "dev_output": "where the dev backend writes: a file, or `-` for stdout; empty: `<data_dir>/dev-channel.jsonl`",
     "dev_delay_ms": "dev backend: pretend each send takes this long",
     "channel_timeout_s": "one request to a provider, connect included",
@@ -52,28 +53,6 @@ DOCS: dict[str, str] = {
     "channel_circuit_open_s": "first open period of a circuit; doubles after each failed probe",
     "channel_circuit_max_open_s": "longest open period of a circuit",
     "channel_auth_alert_interval_s": "at most one auth-error operations event per channel and interval",
-    "fcm_max_in_flight": "FCM requests in flight, across every process (Redis)",
-    "fcm_rate_per_s": "FCM requests per second, across every process (default project quota: 600k/min)",
-    "apns_max_in_flight": "APNs requests in flight, across every process",
-    "apns_rate_per_s": "APNs requests per second (0: no limit)",
-    "webpush_max_in_flight": "Web Push requests in flight, across every process",
-    "webpush_rate_per_s": "Web Push requests per second (0: no limit)",
-    "fcm_url": "base URL of the FCM v1 API",
-    "fcm_credentials_file": "service-account JSON for every app",
-    "fcm_app_credentials": "JSON object: app -> service-account file",
-    "apns_key_file": "APNs token-auth signing key (.p8)",
-    "apns_key_id": "key id of the .p8 key",
-    "apns_team_id": "Apple developer team id",
-    "apns_topics": "JSON object: app -> apns-topic (default: the app id)",
-    "apns_production_url": "APNs production host",
-    "apns_sandbox_url": "APNs sandbox host (a device says which it uses)",
-    "apns_ca_file": "an extra CA to trust for APNs (the local fake's); unset: system CAs",
-    "apns_jwt_refresh_s": "APNs provider token lifetime (Apple: 20 to 60 minutes)",
-    "apns_connections": "HTTP/2 connections per APNs host and process",
-    "webpush_vapid_key_file": "VAPID private key, PEM (`herald vapid generate`)",
-    "webpush_vapid_subject": "VAPID `sub`: a mailto: or https: URL",
-    "webpush_allow_loopback": "accept Web Push endpoints on loopback addresses, http or https (local fakes "
-                              "only); private, link-local and other non-global addresses are always refused",
     "credential_sweep_interval_s": "period of the credential expiry sweep",
     "credential_thresholds_days": "JSON object: environment -> days before expiry that notify",
     "credential_default_thresholds_days": "days before expiry that notify, for other environments",
@@ -96,11 +75,47 @@ DOCS: dict[str, str] = {
     "retain_sweep_days": "keep outbox rows, replayed dead letters and finished timed work this long",
 }
 
+# Each channel's own settings (herald/channels/<name>/, env prefix HERALD_<NAME>_), by channel and field.
+CHANNEL_DOCS: dict[str, dict[str, str]] = {
+    "fcm": {
+        "backend": "`dev` (JSON lines) or `provider` (FCM HTTP v1); `HERALD_BACKEND_FCM` also works",
+        "max_in_flight": "FCM requests in flight, across every process (Redis)",
+        "rate_per_s": "FCM requests per second, across every process (default project quota: 600k/min)",
+        "url": "base URL of the FCM v1 API",
+        "credentials_file": "service-account JSON for every app",
+        "app_credentials": "JSON object: app -> service-account file",
+    },
+    "apns": {
+        "backend": "`dev` (JSON lines) or `provider` (APNs HTTP/2); `HERALD_BACKEND_APNS` also works",
+        "max_in_flight": "APNs requests in flight, across every process",
+        "rate_per_s": "APNs requests per second (0: no limit)",
+        "key_file": "APNs token-auth signing key (.p8)",
+        "key_id": "key id of the .p8 key",
+        "team_id": "Apple developer team id",
+        "topics": "JSON object: app -> apns-topic (default: the app id)",
+        "production_url": "APNs production host",
+        "sandbox_url": "APNs sandbox host (a device says which it uses)",
+        "ca_file": "an extra CA to trust for APNs (the local fake's); unset: system CAs",
+        "jwt_refresh_s": "APNs provider token lifetime (Apple: 20 to 60 minutes)",
+        "connections": "HTTP/2 connections per APNs host and process",
+    },
+    "webpush": {
+        "backend": "`dev` (JSON lines) or `provider` (Web Push, RFC 8030/8291/8292); `HERALD_BACKEND_WEBPUSH` "
+                   "also works",
+        "max_in_flight": "Web Push requests in flight, across every process",
+        "rate_per_s": "Web Push requests per second (0: no limit)",
+        "vapid_key_file": "VAPID private key, PEM (`herald vapid generate`)",
+        "vapid_subject": "VAPID `sub`: a mailto: or https: URL",
+        "allow_loopback": "accept Web Push endpoints on loopback addresses, http or https (local fakes only); "
+                          "private, link-local and other non-global addresses are always refused",
+    },
+}
+
 BEGIN, END = "<!-- settings-table -->", "<!-- /settings-table -->"
 
 
-def _default(name: str) -> str:
-    field = Settings.model_fields[name]
+def _default(model: type[BaseSettings], name: str) -> str:
+    field = model.model_fields[name]
     value = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
     if value is None:
         return "unset"
@@ -114,7 +129,12 @@ def _default(name: str) -> str:
 def table() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for name in Settings.model_fields:
-        lines.append(f"| `HERALD_{name.upper()}` | `{_default(name)}` | {DOCS.get(name, 'UNDOCUMENTED')} |")
+        lines.append(f"| `HERALD_{name.upper()}` | `{_default(Settings, name)}` | {DOCS.get(name, 'UNDOCUMENTED')} |")
+    for spec in channels.specs():
+        docs = CHANNEL_DOCS.get(spec.name, {})
+        for name in spec.settings.model_fields:
+            lines.append(f"| `HERALD_{spec.name.upper()}_{name.upper()}` | `{_default(spec.settings, name)}` "
+                         f"| {docs.get(name, 'UNDOCUMENTED')} |")
     return "\n".join(lines)
 
 

@@ -1,17 +1,20 @@
 """Device addresses: what each channel accepts, checked in one place, and how a device is registered.
 
-Every door that adds a device goes through :func:`validate`: ``producers.register_device``, the
-``herald devices register`` command and the directory file (its ``DeviceSpec``, so ``herald directory
-check`` reports a bad token with its line). A token ends up in a request path (APNs), a JSON body
-(FCM) or is the URL herald POSTs to (Web Push), so nothing unchecked may reach a worker.
+Each channel says how its recipients are addressed and checks an address itself (its spec's
+``addressing``, herald/channels/). Every door that adds a device goes through :func:`validate`:
+``producers.register_device``, the ``herald devices register`` command and the directory file
+(its ``DeviceSpec``, so ``herald directory check`` reports a bad token with its line). A token ends
+up in a request path (APNs), a JSON body (FCM) or is the URL herald POSTs to (Web Push), so nothing
+unchecked may reach a worker.
 
-- FCM: a registration token (URL-safe characters, bounded length) or a Firebase installation id.
+- FCM: a registration token (URL-safe characters, bounded length) or a Firebase installation id
+  (herald/channels/fcm/).
 - APNs: the device token as hex (64 today; Apple allows longer ones), and an app whose apns-topic is
-  known: one ``HERALD_APNS_TOPICS`` maps, or a bundle id itself (``com.example.app``).
-- Web Push: the browser's subscription JSON. The endpoint is https and its host is not loopback,
-  private, link-local, unspecified, multicast or otherwise non-global; ``keys.p256dh`` is a P-256
-  point and ``keys.auth`` 16 bytes (RFC 8291). A hostname is resolved at send time and checked
-  again (:func:`check_address`), since DNS can point anywhere.
+  known: one ``HERALD_APNS_TOPICS`` maps, or a bundle id itself (herald/channels/apns/).
+- Web Push: the browser's subscription JSON, checked here (:func:`subscription`). The endpoint is
+  https and its host is not loopback, private, link-local, unspecified, multicast or otherwise
+  non-global; ``keys.p256dh`` is a P-256 point and ``keys.auth`` 16 bytes (RFC 8291). A hostname is
+  resolved at send time and checked again (:func:`check_address`), since DNS can point anywhere.
 
 Registration (:func:`register`) has two callers with different rights. The device's own door
 (producer, CLI, API) revives a deactivated device and stamps ``device_registered_at``, the time an
@@ -33,27 +36,16 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from herald import channels
 from herald.errors import InvalidDevice
-from herald.lanes import CHANNELS
 from herald.models import Device, Person, utcnow
 
-# FCM registration tokens are about 160 URL-safe characters, but Google documents no format: herald
-# refuses what cannot be one (empty, over 1 KB, other characters). An installation id (FID) is 22
-# base64url characters whose first is c, d, e or f (https://firebase.google.com/docs/projects/manage-installations).
-FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{1,1024}")
-FCM_FID = re.compile(r"[cdef][A-Za-z0-9_\-]{21}")
-# APNs device tokens are 32 bytes today, printed as 64 hex digits; Apple says they may grow.
-APNS_TOKEN = re.compile(r"[0-9a-fA-F]{64,200}")
-BUNDLE_ID = re.compile(r"[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+")
 APP = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 MAX_ENDPOINT_CHARS = 2048
 MAX_SUBSCRIPTION_CHARS = 4096
 # What herald itself writes into a deactivated device's reason when a person leaves the file:
 # only such a device may come back through the directory.
 PERSON_REMOVED = "person removed"
-
-TokenKind = Literal["token", "fid", "subscription"]
-KINDS: dict[str, tuple[str, ...]] = {"fcm": ("token", "fid"), "apns": ("token",), "webpush": ("subscription",)}
 
 
 @dataclass(frozen=True)
@@ -68,48 +60,22 @@ class Address:
 
 
 def validate(channel: str, token: Any, *, token_kind: str | None = None, app: str = "default",
-             environment: str = "production", apns_topics: dict[str, str] | None = None,
-             allow_loopback: bool | None = None) -> Address:
-    """Check a device address for its channel; returns it normalized or raises InvalidDevice.
-
-    ``apns_topics`` and ``allow_loopback`` default to herald's settings.
-    """
-    if channel not in CHANNELS:
-        raise InvalidDevice(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})")
-    kind = token_kind or KINDS[channel][0]
-    if kind not in KINDS[channel]:
-        raise InvalidDevice(f"a {channel} device holds a {' or '.join(KINDS[channel])}, not a {kind!r}")
+             environment: str = "production") -> Address:
+    """Check a device address for its channel (the channel's own check); returns it normalized or
+    raises InvalidDevice."""
+    try:
+        addressing = channels.get(channel).addressing
+    except channels.UnknownChannel:
+        raise InvalidDevice(f"unknown channel {channel!r} (known: {', '.join(channels.names())})") from None
+    kinds = addressing.token_kinds
+    kind = token_kind or kinds[0]
+    if kind not in kinds:
+        raise InvalidDevice(f"a {channel} device holds a {' or '.join(kinds)}, not a {kind!r}")
     if environment not in ("sandbox", "production"):
         raise InvalidDevice(f"unknown environment {environment!r} (sandbox or production)")
     if not isinstance(app, str) or not APP.fullmatch(app):
         raise InvalidDevice("app must be 1 to 128 letters, digits, '.', '_' or '-'")
-    if channel == "webpush":
-        return Address(channel, kind, subscription(token, allow_loopback=allow_loopback), app, environment)
-    if not isinstance(token, str):
-        raise InvalidDevice(f"a {channel} token is a string")
-    if channel == "fcm":
-        if kind == "fid" and not FCM_FID.fullmatch(token):
-            raise InvalidDevice("an FCM installation id (FID) is 22 characters of A-Z a-z 0-9 _ - "
-                                "starting with c, d, e or f")
-        if kind == "token" and not FCM_TOKEN.fullmatch(token):
-            raise InvalidDevice("an FCM registration token is 1 to 1024 characters of A-Z a-z 0-9 _ - : .")
-        return Address(channel, kind, token, app, environment)
-    if not APNS_TOKEN.fullmatch(token):
-        raise InvalidDevice("an APNs device token is 64 to 200 hexadecimal digits")
-    if apns_topic(app, apns_topics) is None:
-        raise InvalidDevice(f"APNs needs an app whose topic is known: {app!r} is neither in HERALD_APNS_TOPICS "
-                            "nor a bundle id like com.example.app")
-    return Address(channel, kind, token.lower(), app, environment)
-
-
-def apns_topic(app: str, topics: dict[str, str] | None = None) -> str | None:
-    """The apns-topic of an app: what HERALD_APNS_TOPICS maps it to, or the app if it is a bundle id."""
-    if topics is None:
-        from herald.settings import get_settings
-
-        topics = get_settings().apns_topics
-    topic = topics.get(app, app)
-    return topic if BUNDLE_ID.fullmatch(topic) else None
+    return Address(channel, kind, addressing.check(token, kind, app), app, environment)
 
 
 # --- Web Push --------------------------------------------------------------------------------
@@ -171,9 +137,9 @@ def address_allowed(ip: IP, *, allow_loopback: bool) -> bool:
 def _allow_loopback(value: bool | None) -> bool:
     if value is not None:
         return value
-    from herald.settings import get_settings
+    from herald.channels.webpush import WebPushSettings
 
-    return get_settings().webpush_allow_loopback
+    return WebPushSettings.current().allow_loopback
 
 
 def _ip(host: str) -> IP | None:
@@ -260,8 +226,9 @@ def register(db: Session, *, person_id: str, channel: str, token: Any, token_kin
         db.add(device)
         db.flush()
         return device
-    # The directory does not undo an APNs environment herald corrected from APNs's own answer.
-    environment = device.environment if by == "directory" and channel == "apns" else address.environment
+    # The directory does not undo an environment herald corrected from the provider's own answer (APNs).
+    corrected = channels.get(address.channel).addressing.provider_corrects_environment
+    environment = device.environment if by == "directory" and corrected else address.environment
     wanted = (person_id, address.token_kind, address.app, environment)
     if (device.person_id, device.token_kind, device.app, device.environment) != wanted:
         device.person_id, device.token_kind, device.app, device.environment = wanted

@@ -10,15 +10,16 @@ from __future__ import annotations
 import fnmatch
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from herald import devices, safeyaml
+from herald import channels, devices, safeyaml
 from herald.errors import DirectoryError
 from herald.events import EVENT_TYPES, Severity
 from herald.models import (
@@ -34,7 +35,18 @@ from herald.models import (
 )
 from herald.safefiles import InputFileError
 
-Channel = Literal["fcm", "apns", "webpush"]
+
+def _registered(name: str) -> str:
+    known = channels.names()
+    if name not in known:
+        # worded as pydantic words a Literal: the registry is the list of allowed values
+        expected = " or ".join(filter(None, (", ".join(map(repr, known[:-1])), repr(known[-1]))))
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return name
+
+
+# A channel's name, checked against the registry (herald/channels/registry.py).
+ChannelName = Annotated[str, AfterValidator(_registered)]
 
 MAX_FILE_BYTES = 5 * 1024 * 1024  # a directory of tens of thousands of people; far below what hurts
 
@@ -52,7 +64,7 @@ class WebPushSubscription(BaseModel):
 
 
 class DeviceSpec(_Strict):
-    channel: Channel
+    channel: ChannelName
     token: str | None = None
     fid: str | None = None
     subscription: WebPushSubscription | None = None
@@ -62,7 +74,7 @@ class DeviceSpec(_Strict):
     @model_validator(mode="after")
     def _one_address(self) -> DeviceSpec:
         given = [n for n in ("token", "fid", "subscription") if getattr(self, n) is not None]
-        allowed = {"fcm": {"token", "fid"}, "apns": {"token"}, "webpush": {"subscription"}}[self.channel]
+        allowed = set(channels.get(self.channel).addressing.token_kinds)
         if len(given) != 1 or given[0] not in allowed:
             raise ValueError(f"a {self.channel} device needs exactly one of: {', '.join(sorted(allowed))}")
         self.checked()  # the same rules as every other door (InvalidDevice is a ValueError)
@@ -92,7 +104,7 @@ class PersonSpec(_Strict):
     email: str | None = None
     timezone: str = "UTC"
     quiet_hours: tuple[str, str] | None = None
-    opt_out: list[Channel] = Field(default_factory=list)
+    opt_out: list[ChannelName] = Field(default_factory=list)
     devices: list[DeviceSpec] = Field(default_factory=list)
     subscriptions: list[str] = Field(default_factory=list)
 
@@ -183,7 +195,7 @@ class RouteSpec(_Strict):
     id: str = Field(min_length=1, max_length=64)
     match: MatchSpec = Field(default_factory=MatchSpec)
     recipients: list[RecipientSpec] = Field(min_length=1)
-    channels: list[Channel] | None = None
+    channels: list[ChannelName] | None = None
     ids_only: bool = False
     continue_: bool = Field(default=False, alias="continue")
 

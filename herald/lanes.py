@@ -19,13 +19,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CHANNELS: tuple[str, ...] = ("fcm", "apns", "webpush")
+from herald import channels
+
+# One deliver task, queue and pool per registered channel (herald/channels/registry.py), known when
+# this module is first imported: a plugin channel registers through its entry point, before that.
+DELIVER_ROUTES: dict[str, str] = {spec.task: spec.queue for spec in channels.specs()}
 
 TASK_ROUTES: dict[str, str] = {
     "herald.ingest": "ingest",
     "herald.enrich": "enrich",
     "herald.resolve": "resolve",
-    **{f"herald.deliver.{channel}": f"deliver.{channel}" for channel in CHANNELS},
+    **DELIVER_ROUTES,
     "herald.sweep.recover": "sweeps",
     "herald.sweep.outbox": "sweeps",
     # sweeps (schedules/periodic.py)
@@ -40,7 +44,7 @@ RETRY_QUEUE = "retry"
 # The ops lane: herald's own operations alerts, through every stage, on one queue of their own.
 OPS_QUEUE = "ops"
 OPS_LANE_TASKS: frozenset[str] = frozenset(
-    ("herald.ingest", "herald.enrich", "herald.resolve", *(f"herald.deliver.{c}" for c in CHANNELS)))
+    ("herald.ingest", "herald.enrich", "herald.resolve", *DELIVER_ROUTES))
 # Who raises herald's own operations alerts (an event's ``source``): the sweeps and the delivery worker.
 OPS_SOURCES: tuple[str, ...] = ("herald/sweep.", "herald/deliver")
 
@@ -91,7 +95,7 @@ POOLS: dict[str, WorkerPool] = {
     # One event fans out to many rows: take one at a time so a big event does not hold others.
     "resolve": WorkerPool(("resolve",), concurrency=2, prefetch_multiplier=1),
     # A batch holds up to HERALD_BATCH_SIZE targets and waits on the network: one at a time.
-    **{f"deliver.{c}": WorkerPool((f"deliver.{c}",), concurrency=2, prefetch_multiplier=1) for c in CHANNELS},
+    **{queue: WorkerPool((queue,), concurrency=2, prefetch_multiplier=1) for queue in DELIVER_ROUTES.values()},
     RETRY_QUEUE: WorkerPool((RETRY_QUEUE,), concurrency=1, prefetch_multiplier=1),
     # The sweeps, and the ops lane (herald's own operations alerts, every stage): two processes, so an
     # alert is not held behind a long sweep.

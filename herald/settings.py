@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# "dev" writes JSON lines (workers/deliver/dev.py); "provider" speaks the provider's own protocol.
-ChannelBackend = Literal["dev", "provider"]
+S = TypeVar("S", bound=BaseSettings)
 
 
 class Settings(BaseSettings):
@@ -54,41 +53,17 @@ class Settings(BaseSettings):
     # direct mode: a producer with the database records each event in the outbox before publishing
     publish_direct_record: bool = True
 
-    # channel backends: "dev" (JSON lines) or "provider" (the provider's own protocol)
-    backend_fcm: ChannelBackend = "dev"
-    backend_apns: ChannelBackend = "dev"
-    backend_webpush: ChannelBackend = "dev"
+    # the dev backend of every channel (herald/channels/dev.py); which backend a channel uses, its
+    # limits and its keys are the channel's own settings, HERALD_<NAME>_* (herald/channels/, docs/channels.md)
     dev_output: str = ""  # file path, or "-" for stdout; default <data_dir>/dev-channel.jsonl
     dev_delay_ms: int = 0
 
-    # channels (workers/deliver/, docs/channels.md): the provider backends, their limits and keys
+    # what every provider channel shares (herald/channels/sender.py, gate.py)
     channel_timeout_s: float = 10.0  # one request to a provider, connect included
     channel_circuit_failures: int = 20  # consecutive "provider down" answers that open the circuit
     channel_circuit_open_s: float = 5.0  # first open period; doubles per failed probe
     channel_circuit_max_open_s: float = 300.0
     channel_auth_alert_interval_s: float = 600.0  # at most one ops event per channel and interval
-    fcm_max_in_flight: int = 200  # requests in flight per provider, shared by every process (Redis)
-    fcm_rate_per_s: int = 10000  # FCM's default project quota is 600k/min
-    apns_max_in_flight: int = 200
-    apns_rate_per_s: int = 0  # 0 = no rate limit
-    webpush_max_in_flight: int = 200
-    webpush_rate_per_s: int = 0
-    fcm_url: str = "https://fcm.googleapis.com"
-    fcm_credentials_file: Path | None = None  # service-account JSON (default for every app)
-    fcm_app_credentials: dict[str, Path] = Field(default_factory=dict)  # app -> file, JSON in env
-    apns_key_file: Path | None = None  # the .p8 signing key
-    apns_key_id: str = ""
-    apns_team_id: str = ""
-    apns_topics: dict[str, str] = Field(default_factory=dict)  # app -> apns-topic (default: the app)
-    apns_production_url: str = "https://api.push.apple.com"
-    apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
-    apns_ca_file: Path | None = None  # extra CA to trust (the local fake's); None = system CAs
-    apns_jwt_refresh_s: float = 1800.0  # Apple: refresh every 20 to 60 minutes, never per request
-    apns_connections: int = 2  # HTTP/2 connections per host and process
-    webpush_vapid_key_file: Path | None = None  # PEM private key (`herald vapid generate`)
-    webpush_vapid_subject: str = "mailto:push-admin@example.com"  # RFC 8292: mailto: or https: URL
-    # Web Push endpoints on loopback addresses (http or https): for local fakes only, never in production.
-    webpush_allow_loopback: bool = False
 
     # sweeps (schedules/, docs/sweeps.md): periods, thresholds and retention of the periodic scans
     credential_sweep_interval_s: float = 3600.0
@@ -114,6 +89,9 @@ class Settings(BaseSettings):
     retain_attempts_days: float = 30.0  # delivery attempts
     retain_audit_days: float = 365.0  # audit rows
     retain_sweep_days: float = 30.0  # outbox, replayed dead letters, finished timed work
+
+    # each channel's own settings, read on first use (``channel``)
+    _channels: dict[type[BaseSettings], Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("environments", "credential_default_thresholds_days", mode="before")
     @classmethod
@@ -141,6 +119,13 @@ class Settings(BaseSettings):
     @property
     def dev_output_path(self) -> str:
         return self.dev_output or str(self.data_dir.resolve() / "dev-channel.jsonl")
+
+    def channel(self, model: type[S]) -> S:
+        """A channel's settings (its own ``HERALD_<NAME>_`` prefix), read once with these settings:
+        ``get_settings.cache_clear()`` forgets both."""
+        if model not in self._channels:
+            self._channels[model] = model()
+        return self._channels[model]  # type: ignore[no-any-return]
 
     def ensure_data_dir(self) -> None:
         from herald.safefiles import private_file

@@ -16,6 +16,7 @@ from aiohttp import web
 from devtools.fakes import keys as fake_keys
 from devtools.fakes.apns import ApnsProtocol, FakeApns, server_context
 from devtools.fakes.fcm import FakeFcm
+from devtools.fakes.registry import FAKES
 from devtools.fakes.state import Provider
 from devtools.fakes.webpush import FakeWebPush
 
@@ -33,7 +34,7 @@ class FakeProviders:
         self.host = host
         self.base_port = port
         self.keys = fake_keys.make(folder)
-        self.providers = {name: Provider(name) for name in ("fcm", "apns", "webpush")}
+        self.providers = {name: Provider(name) for name in FAKES}
         for provider in self.providers.values():
             provider.switches.latency_ms = latency_ms
         self.fcm = FakeFcm(self.providers["fcm"], self.keys.fcm_public_key, fake_keys.CLIENT_EMAIL,
@@ -189,21 +190,12 @@ class FakeProviders:
     # --- what herald needs to reach them -------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        """Environment that points herald's provider channels at these fakes."""
-        return {
-            "HERALD_BACKEND_FCM": "provider", "HERALD_BACKEND_APNS": "provider",
-            "HERALD_BACKEND_WEBPUSH": "provider",
-            "HERALD_FCM_URL": self.urls["fcm"],
-            "HERALD_FCM_CREDENTIALS_FILE": str(self.keys.fcm_service_account),
-            "HERALD_APNS_KEY_FILE": str(self.keys.apns_key_file),
-            "HERALD_APNS_KEY_ID": fake_keys.KEY_ID, "HERALD_APNS_TEAM_ID": fake_keys.TEAM_ID,
-            "HERALD_APNS_PRODUCTION_URL": self.urls["apns"], "HERALD_APNS_SANDBOX_URL": self.urls["apns_sandbox"],
-            "HERALD_APNS_CA_FILE": str(self.keys.ca_file),
-            "HERALD_WEBPUSH_VAPID_KEY_FILE": str(self.keys.vapid_key_file),
-            "HERALD_WEBPUSH_VAPID_SUBJECT": "mailto:push-admin@example.com",
-            # The Web Push fake's subscriptions point at this machine; herald refuses that by default.
-            "HERALD_WEBPUSH_ALLOW_LOOPBACK": "true",
-        }
+        """Environment that points herald's provider channels at these fakes (one part per fake)."""
+        env: dict[str, str] = {}
+        for name, fake in FAKES.items():
+            env[f"HERALD_{name.upper()}_BACKEND"] = "provider"
+            env.update(fake.env(self))
+        return env
 
     def write_env(self) -> Path:
         path = self.folder / "fakes.env"

@@ -11,9 +11,9 @@ import pytest
 from devtools.fakes import FakeProviders
 from devtools.fakes.apns import REASONS
 from devtools.fakes.testing import herald_env
+from herald.channels.apns.provider import ERRORS, ApnsChannel
+from herald.channels.types import Message, Payload, Target
 from tests.integration.conftest import fresh_fakes
-from workers.deliver.apns import ERRORS, ApnsChannel
-from workers.deliver.base import Message, Payload, Target
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
+from herald.channels.fcm.provider import ERRORS, FcmChannel, classify
+from herald.channels.types import Message, Payload, Target
 from tests.integration.conftest import fresh_fakes
-from workers.deliver.base import Message, Payload, Target
-from workers.deliver.fcm import ERRORS, FcmChannel, classify
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from herald.channels.gate import Circuit, Gate, LocalState, RedisState
 from tests.integration.conftest import REDIS_URL, TEST_ENV
-from workers.deliver.gate import Circuit, Gate, LocalState, RedisState
 from workers.deliver.payload import PayloadTooLarge, fit
 
 

@@ -14,12 +14,12 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
+from herald.channels import vapid
+from herald.channels.sender import MAX_ANSWER_CHARS
+from herald.channels.types import Message, Payload, Target
+from herald.channels.webpush import provider as webpush_module
+from herald.channels.webpush.provider import ERRORS, MAX_CLEARTEXT_BYTES, WebPushChannel
 from tests.integration.conftest import fresh_fakes
-from workers.deliver import vapid
-from workers.deliver import webpush as webpush_module
-from workers.deliver.base import Message, Payload, Target
-from workers.deliver.sender import MAX_ANSWER_CHARS
-from workers.deliver.webpush import ERRORS, MAX_CLEARTEXT_BYTES, WebPushChannel
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import sys
 
 import yaml
 
+from herald import channels
 from herald.lanes import POOLS, pool_queues
 from herald.settings import Settings
 from tests.integration.conftest import ROOT
@@ -27,8 +28,17 @@ def test_every_pool_has_its_own_service_and_every_service_names_a_real_pool() ->
         assert pool_queues(pool)
 
 
+def test_every_registered_channel_has_its_deliver_service() -> None:
+    services = herald_services()
+    for spec in channels.specs():
+        assert services.get(f"deliver-{spec.name}") == ["worker", "--pool", spec.queue], spec.name
+
+
 def test_compose_sets_only_settings_herald_reads() -> None:
     known = {f"HERALD_{name.upper()}" for name in Settings.model_fields} | {"HERALD_FLOWER_BASIC_AUTH"}
+    for spec in channels.specs():
+        known |= {f"HERALD_{spec.name.upper()}_{name.upper()}" for name in spec.settings.model_fields}
+        known.add(f"HERALD_BACKEND_{spec.name.upper()}")
     for name, svc in SERVICES.items():
         for var in svc.get("environment", {}):
             if var.startswith("HERALD_"):

@@ -12,6 +12,10 @@ from typing import Any
 
 import pytest
 
+from herald.channels.apns import provider as apns
+from herald.channels.fcm import provider as fcm
+from herald.channels.types import Message, Payload, Target
+from herald.channels.webpush import provider as webpush
 from herald.events import EVENT_TYPES, Event
 from producers.helpers import (
     approval_requested,
@@ -22,8 +26,6 @@ from producers.helpers import (
     ops_event,
     respond,
 )
-from workers.deliver import apns, fcm, webpush
-from workers.deliver.base import Message, Payload, Target
 from workers.deliver.payload import MAX_PAYLOAD_BYTES, clean_body, clean_title, cut, fit, render
 
 EXPIRES = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -26,18 +26,19 @@ import pytest
 from sqlalchemy import select, update
 
 from devtools.fakes import FakeProviders
+from devtools.fakes.registry import FAKES
 from devtools.fakes.testing import herald_env
 from herald import db, devices
+from herald.channels.sender import ProviderChannel
+from herald.channels.webpush.provider import WebPushChannel
 from herald.models import Delivery, DeliveryAttempt, EventRow, Notification, Person, utcnow
 from tests.integration.conftest import fresh_fakes
 from tests.integration.helpers import rows
 from workers.deliver.delivery import channel_for, deliver_batch
-from workers.deliver.sender import ProviderChannel
-from workers.deliver.webpush import WebPushChannel
 
 SETTINGS = {"HERALD_CHANNEL_TIMEOUT_S": "1", "HERALD_RETRY_MAX_S": "0.2", "HERALD_MAX_DELIVERY_ATTEMPTS": "5"}
 HANG_S = 3.0
-CHANNELS = ["fcm", "apns", "webpush"]
+CHANNELS = list(FAKES)  # every channel with a fake (devtools/fakes/registry.py)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""deliver.<channel>: one task per batch of targets; each target ends in a recorded state.
+"""deliver.<channel>: one task per registered channel and batch; each target ends in a recorded state.
 
 The task takes a batch id, claims the batch's due targets in Postgres (``sending``), sends
 them through the channel, then records one attempt row per target and its new state in bulk:
@@ -21,7 +21,7 @@ them through the channel, then records one attempt row per target and its new st
 Each provider host has its own circuit breaker (APNs sandbox and production are two): while a
 host's circuit is open its targets are deferred, so an outage spends no attempts; a half-open
 probe that gets no answer is recorded but not counted as its target's attempt
-(workers/deliver/gate.py, workers/deliver/sender.py).
+(herald/channels/gate.py, herald/channels/sender.py).
 
 Redelivered (at-least-once queues): targets already sent are skipped; a target left
 ``sending`` by a worker that died is resent only once its claim is older than
@@ -36,22 +36,23 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from herald import db, deadletters
+from herald import channels, db, deadletters
 from herald.app import app
+from herald.channels.sender import MAX_REASON_CHARS
+from herald.channels.types import Channel, Message, Payload, Result, Target
 from herald.errors import PoisonMessage
-from herald.lanes import CHANNELS, is_ops, queue_for
+from herald.lanes import is_ops, queue_for
 from herald.models import Delivery, DeliveryAttempt, Device, EventRow, Notification, utcnow
 from herald.settings import get_settings
 from herald.taskbase import HeraldTask, backoff_s
-from workers.deliver.base import Channel, Message, Payload, Result, Target
 from workers.deliver.payload import collapse_key, render
-from workers.deliver.sender import MAX_REASON_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -68,32 +69,8 @@ RETRIED = ("transient", "uncertain")
 TTL_S = {"info": 3600, "warning": 6 * 3600, "error": 24 * 3600, "critical": 72 * 3600}
 
 
-def _build(name: str) -> Channel:
-    settings = get_settings()
-    backend = getattr(settings, f"backend_{name}")
-    if backend == "dev":
-        from workers.deliver.dev import DevChannel
-
-        return DevChannel(name, settings.dev_output_path, settings.dev_delay_ms)
-    if backend == "provider":
-        # Each provider SDK or client is imported only here, by its own module.
-        if name == "fcm":
-            from workers.deliver.fcm import FcmChannel
-
-            return FcmChannel()
-        if name == "apns":
-            from workers.deliver.apns import ApnsChannel
-
-            return ApnsChannel()
-        if name == "webpush":
-            from workers.deliver.webpush import WebPushChannel
-
-            return WebPushChannel()
-    raise ValueError(f"unknown backend {backend!r} for channel {name}")
-
-
 class _Channels:
-    """The configured backend of each channel, built once per process.
+    """The configured backend of each channel (its spec's ``build``), built once per process.
 
     A lock, not functools.cache: with a threads pool, batches that start together would each build
     a channel (and its client session) and all but one would be dropped unclosed.
@@ -106,7 +83,7 @@ class _Channels:
     def __call__(self, name: str) -> Channel:
         with self.lock:
             if name not in self.built:
-                self.built[name] = _build(name)
+                self.built[name] = channels.get(name).build()
             return self.built[name]
 
     def cache_clear(self) -> None:
@@ -196,98 +173,130 @@ def _resends(s: Session, delivery_ids: list[int]) -> dict[int, str]:
     return {r.delivery_id: f"resend after an {r.outcome} send (attempt {r.attempt})" for r in earlier}
 
 
+@dataclass
+class _Rows:
+    """What one batch's results write, sorted by kind (see :func:`record`)."""
+
+    now: datetime
+    task_id: str | None
+    resends: dict[int, str]
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
+    plain_sent: list[int] = field(default_factory=list)  # sent with no note: one UPDATE for all of them
+    dead_tokens: list[int] = field(default_factory=list)
+    dead: list[int] = field(default_factory=list)
+    auth: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    moved: dict[str, list[int]] = field(default_factory=dict)
+    retry_in: float | None = None
+
+    def retry_after(self, delay: float) -> None:
+        self.retry_in = delay if self.retry_in is None else min(self.retry_in, delay)
+
+    def attempt(self, result: Result, target: Target) -> None:
+        # A resend says so, and after what: the provider may already have shown the person a copy.
+        why = self.resends.get(result.delivery_id)
+        reason = result.reason if why is None else f"{why}: {result.reason}" if result.reason else why
+        self.attempts.append({
+            "delivery_id": result.delivery_id, "attempt": target.attempt, "at": self.now,
+            "outcome": result.outcome, "provider_status": result.provider_status,
+            "reason": reason[:MAX_REASON_CHARS] if reason else None, "latency_ms": result.latency_ms,
+            "resend": why is not None, "task_id": self.task_id})
+
+    def give_back(self, result: Result, target: Target) -> None:
+        """Pending again without spending the claim's attempt (deferred, or a failed circuit probe)."""
+        delay = result.retry_after_s or 1.0
+        self.updates.append({"id": result.delivery_id, "updated_at": self.now, "status": "pending",
+                             "due_at": self.now + timedelta(seconds=delay), "attempts": target.attempt - 1,
+                             "last_error": result.reason})
+        self.retry_after(delay)
+
+
+def _sort(rows: _Rows, result: Result, target: Target, max_attempts: int) -> None:
+    """Add one target's result to the rows: its attempt row and its new state."""
+    if result.outcome == "deferred":
+        rows.give_back(result, target)  # never sent: no attempt to record
+        return
+    rows.attempt(result, target)
+    if result.probe and result.outcome in RETRIED:
+        # The circuit's probe found its host still down: a try of the host, not of this target.
+        rows.give_back(result, target)
+        return
+    if result.environment is not None:
+        rows.moved.setdefault(result.environment, []).append(target.device_id)
+    if result.outcome == "sent" and result.reason is None:
+        rows.sent.append(result.delivery_id)
+        rows.plain_sent.append(result.delivery_id)  # the common case
+        return
+    rows.updates.append(_settled(rows, result, target, max_attempts))
+
+
+def _settled(rows: _Rows, result: Result, target: Target, max_attempts: int) -> dict[str, Any]:
+    """The delivery row's new state after an attempt (sent with a note, retried, or ended)."""
+    row: dict[str, Any] = {"id": result.delivery_id, "updated_at": rows.now, "last_error": result.reason}
+    if result.outcome == "sent":
+        rows.sent.append(result.delivery_id)
+        row.update(status="sent", sent_at=rows.now)
+    elif result.outcome in RETRIED and target.attempt < max_attempts:
+        delay = backoff_s(target.attempt - 1, retry_after_s=result.retry_after_s)
+        row.update(status="pending", due_at=rows.now + timedelta(seconds=delay))
+        rows.retry_after(delay)
+    elif result.outcome in RETRIED:
+        row.update(status="dead", last_error=f"retries exhausted: {result.reason}")
+        rows.dead.append(result.delivery_id)
+    elif result.outcome == "auth":
+        row.update(status="dead", last_error=f"credentials refused: {result.reason}")
+        rows.auth.append(result.delivery_id)
+    else:
+        row["status"] = "failed"
+        rows.failed.append(result.delivery_id)
+        if result.outcome == "invalid_token":
+            rows.dead_tokens.append(target.device_id)
+    return row
+
+
 def record(messages: list[Message], results: list[Result], resends: dict[int, str], task_id: str | None
            ) -> float | None:
     """Store attempts and new states in bulk; returns the countdown of a retry, if one is needed."""
-    settings = get_settings()
-    now = utcnow()
+    max_attempts = get_settings().max_delivery_attempts
     by_id = {m.target.delivery_id: m for m in messages}
     missing = set(by_id) - {r.delivery_id for r in results}
     results = results + [Result(i, "transient", None, "channel returned no result") for i in missing]
-    attempts, updates, sent, plain_sent, dead_tokens, dead, auth, failed = [], [], [], [], [], [], [], []
-    moved: dict[str, list[int]] = {}
-    retry_in: float | None = None
-
-    def attempt_row(result: Result, target: Target) -> dict[str, Any]:
-        # A resend says so, and after what: the provider may already have shown the person a copy.
-        why = resends.get(result.delivery_id)
-        reason = result.reason if why is None else f"{why}: {result.reason}" if result.reason else why
-        return {"delivery_id": result.delivery_id, "attempt": target.attempt, "at": now,
-                "outcome": result.outcome, "provider_status": result.provider_status,
-                "reason": reason[:MAX_REASON_CHARS] if reason else None, "latency_ms": result.latency_ms,
-                "resend": why is not None, "task_id": task_id}
-
+    rows = _Rows(utcnow(), task_id, resends)
     for result in results:
-        target = by_id[result.delivery_id].target
-        if result.outcome == "deferred":
-            # Never sent: no attempt to record, and the claim's attempt is given back.
-            delay = result.retry_after_s or 1.0
-            updates.append({"id": result.delivery_id, "updated_at": now, "status": "pending",
-                            "due_at": now + timedelta(seconds=delay), "attempts": target.attempt - 1,
-                            "last_error": result.reason})
-            retry_in = delay if retry_in is None else min(retry_in, delay)
-            continue
-        if result.probe and result.outcome in RETRIED:
-            # The circuit's probe found its host still down: a try of the host, not of this target.
-            delay = result.retry_after_s or 1.0
-            attempts.append(attempt_row(result, target))
-            updates.append({"id": result.delivery_id, "updated_at": now, "status": "pending",
-                            "due_at": now + timedelta(seconds=delay), "attempts": target.attempt - 1,
-                            "last_error": result.reason})
-            retry_in = delay if retry_in is None else min(retry_in, delay)
-            continue
-        if result.environment is not None:
-            moved.setdefault(result.environment, []).append(target.device_id)
-        attempts.append(attempt_row(result, target))
-        row: dict[str, Any] = {"id": result.delivery_id, "updated_at": now, "last_error": result.reason}
-        if result.outcome == "sent":
-            sent.append(result.delivery_id)
-            if result.reason is None:
-                plain_sent.append(result.delivery_id)  # the common case: one UPDATE for all of them
-                continue
-            row.update(status="sent", sent_at=now)
-        elif result.outcome in RETRIED and target.attempt < settings.max_delivery_attempts:
-            delay = backoff_s(target.attempt - 1, retry_after_s=result.retry_after_s)
-            row.update(status="pending", due_at=now + timedelta(seconds=delay))
-            retry_in = delay if retry_in is None else min(retry_in, delay)
-        elif result.outcome in RETRIED:
-            row.update(status="dead", last_error=f"retries exhausted: {result.reason}")
-            dead.append(result.delivery_id)
-        elif result.outcome == "auth":
-            row.update(status="dead", last_error=f"credentials refused: {result.reason}")
-            auth.append(result.delivery_id)
-        else:
-            row["status"] = "failed"
-            failed.append(result.delivery_id)
-            if result.outcome == "invalid_token":
-                dead_tokens.append(target.device_id)
-        updates.append(row)
+        _sort(rows, result, by_id[result.delivery_id].target, max_attempts)
     with db.session() as s:
-        # Core statements, not the ORM's bulk paths: per-row ORM bookkeeping was the largest
-        # part of a batch's CPU after the sends (bench/RESULTS.md, "hot path").
-        if attempts:
-            s.execute(insert(ATTEMPTS), attempts)
-        if plain_sent:
-            s.execute(update(DELIVERIES).where(DELIVERIES.c.id.in_(plain_sent))
-                      .values(status="sent", sent_at=now, updated_at=now, last_error=None))
-        if updates:
-            s.execute(update(Delivery), updates)
-        for environment, device_ids in moved.items():
-            # APNs: the token answered on the other host; send there from now on.
-            s.execute(update(Device).where(Device.id.in_(device_ids)).values(environment=environment))
-        settle_notifications(s, sent, failed=failed + dead + auth, now=now)
-        if dead_tokens:
-            s.execute(update(Device).where(Device.id.in_(dead_tokens))
-                      .values(active=False, deactivated_at=now, deactivated_reason="provider: invalid token"))
-        # In the same transaction as the targets' `dead` state: a target is never dead without its dead letter.
-        if dead:
-            deadletters.record("delivery", f"{len(dead)} target(s): retries exhausted after "
-                               f"{settings.max_delivery_attempts} attempts",
-                               task_name=None, ref={"delivery_ids": dead}, session=s)
-        if auth:
-            deadletters.record("delivery", f"{len(auth)} target(s): the provider refused herald's credentials; "
-                               "fix them, then replay", task_name=None, ref={"delivery_ids": auth}, session=s)
-    return retry_in
+        _write(s, rows, max_attempts)
+    return rows.retry_in
+
+
+def _write(s: Session, rows: _Rows, max_attempts: int) -> None:
+    now = rows.now
+    # Core statements, not the ORM's bulk paths: per-row ORM bookkeeping was the largest
+    # part of a batch's CPU after the sends (bench/RESULTS.md, "hot path").
+    if rows.attempts:
+        s.execute(insert(ATTEMPTS), rows.attempts)
+    if rows.plain_sent:
+        s.execute(update(DELIVERIES).where(DELIVERIES.c.id.in_(rows.plain_sent))
+                  .values(status="sent", sent_at=now, updated_at=now, last_error=None))
+    if rows.updates:
+        s.execute(update(Delivery), rows.updates)
+    for environment, device_ids in rows.moved.items():
+        # APNs: the token answered on the other host; send there from now on.
+        s.execute(update(Device).where(Device.id.in_(device_ids)).values(environment=environment))
+    settle_notifications(s, rows.sent, failed=rows.failed + rows.dead + rows.auth, now=now)
+    if rows.dead_tokens:
+        s.execute(update(Device).where(Device.id.in_(rows.dead_tokens))
+                  .values(active=False, deactivated_at=now, deactivated_reason="provider: invalid token"))
+    # In the same transaction as the targets' `dead` state: a target is never dead without its dead letter.
+    if rows.dead:
+        deadletters.record("delivery", f"{len(rows.dead)} target(s): retries exhausted after "
+                           f"{max_attempts} attempts",
+                           task_name=None, ref={"delivery_ids": rows.dead}, session=s)
+    if rows.auth:
+        deadletters.record("delivery", f"{len(rows.auth)} target(s): the provider refused herald's credentials; "
+                           "fix them, then replay", task_name=None, ref={"delivery_ids": rows.auth}, session=s)
 
 
 def settle_notifications(s: Session, sent: list[int], *, failed: list[int], now: datetime) -> None:
@@ -322,7 +331,7 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
     if retry_in is not None:
         # Only the transient targets are pending again; the retry pool runs them when due (an
         # operations alert's batch stays on the ops lane: herald/lanes.py).
-        task = f"herald.deliver.{channel_name}"
+        task = channels.get(channel_name).task
         app.send_task(task, args=[batch_id], queue=queue_for(task, ops=_is_ops(key), retry=True),
                       countdown=retry_in)
     return len(messages)
@@ -336,16 +345,19 @@ def _is_ops(batch_id: uuid.UUID) -> bool:
     return event is not None and is_ops(event.type, event.source)
 
 
-def _make_task(channel_name: str) -> Any:
-    @app.task(base=HeraldTask, name=f"herald.deliver.{channel_name}", bind=True)
-    def deliver(self: HeraldTask, batch_id: str) -> int:
-        return deliver_batch(channel_name, batch_id, self.request.id)
+def make_task(spec: channels.ChannelSpec) -> Any:
+    """The Celery task that delivers one channel's batches (``herald.deliver.<name>``)."""
 
-    deliver.__doc__ = f"Deliver one batch of {channel_name} targets."
+    @app.task(base=HeraldTask, name=spec.task, bind=True)
+    def deliver(self: HeraldTask, batch_id: str) -> int:
+        return deliver_batch(spec.name, batch_id, self.request.id)
+
+    deliver.__doc__ = f"Deliver one batch of {spec.title} targets."
     return deliver
 
 
-TASKS = {name: _make_task(name) for name in CHANNELS}
+# One task per registered channel (herald/channels/registry.py).
+TASKS = {spec.name: make_task(spec) for spec in channels.specs()}
 
 # A forked child builds its own channels (their connections and loop belong to the parent).
 os.register_at_fork(after_in_child=channel_for.cache_clear)

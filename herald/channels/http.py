@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
+from herald.channels.sender import ProviderChannel
 from herald.settings import get_settings
-from workers.deliver.sender import ProviderChannel
 
 MAX_BODY_BYTES = 4096  # of an answer's body: FCM's and the push services' answers are far smaller
 

@@ -8,7 +8,7 @@ https://developer.apple.com/documentation/usernotifications/handling-notificatio
   not less than every 60); a 403 ExpiredProviderToken regenerates it once; after
   TooManyProviderTokenUpdates herald stops regenerating for 20 minutes.
 - Persistent HTTP/2 connections per host (sandbox and production differ) through
-  :mod:`workers.deliver.h2client`, which resends streams a GOAWAY left unprocessed.
+  :mod:`herald.channels.h2client`, which resends streams a GOAWAY left unprocessed.
 - The hosts are settings, so the local fake (or a proxy) can stand in.
 """
 
@@ -24,12 +24,9 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from herald.devices import apns_topic
-from herald.settings import get_settings
-from workers.deliver.base import Message, Result
-from workers.deliver.h2client import ConnectionPool, NotProcessed, Response, Uncertain
-from workers.deliver.payload import PayloadTooLarge, fit
-from workers.deliver.sender import (
+from herald.channels.apns import ERRORS, ApnsSettings, apns_topic
+from herald.channels.h2client import ConnectionPool, NotProcessed, Response, Uncertain
+from herald.channels.sender import (
     ProviderChannel,
     Rule,
     apply_rule,
@@ -38,54 +35,12 @@ from workers.deliver.sender import (
     retry_after,
     with_latency,
 )
+from herald.channels.types import Message, Result
+from herald.settings import get_settings
+from workers.deliver.payload import PayloadTooLarge, fit
 
 FREEZE_AFTER_TOO_MANY_UPDATES_S = 20 * 60
 MIN_FORCED_REFRESH_S = 1.0  # never regenerate twice within a second, however many 403s arrive
-
-# Apple's reason strings, by documented status (the table in the second link above).
-ERRORS: dict[str, Rule] = {
-    "BadCollapseId": Rule("permanent", "collapse id too long"),
-    # BadDeviceToken is checked against the other environment first (see send_one).
-    "BadDeviceToken": Rule("invalid_token", "token invalid in both sandbox and production: deactivated"),
-    "BadExpirationDate": Rule("permanent", "bad apns-expiration"),
-    "BadMessageId": Rule("permanent", "bad apns-id"),
-    "BadPriority": Rule("permanent", "bad apns-priority"),
-    "BadTopic": Rule("permanent", "bad apns-topic: check HERALD_APNS_TOPICS"),
-    "DeviceTokenNotForTopic": Rule("permanent", "token belongs to another app: token kept"),
-    "DuplicateHeaders": Rule("permanent", "duplicate headers"),
-    "IdleTimeout": Rule("transient", "idle connection timed out: retry", fresh_connection=True),
-    "InvalidPushType": Rule("permanent", "bad apns-push-type"),
-    "MissingDeviceToken": Rule("permanent", "no device token in the path"),
-    "MissingTopic": Rule("permanent", "apns-topic required: check HERALD_APNS_TOPICS"),
-    "PayloadEmpty": Rule("permanent", "empty payload"),
-    "TopicDisallowed": Rule("permanent", "topic not allowed for this key"),
-    "BadCertificate": Rule("auth", "certificate refused: tokens kept"),
-    "BadCertificateEnvironment": Rule("auth", "certificate for the other environment: tokens kept"),
-    "ExpiredProviderToken": Rule("auth", "provider token expired even after regeneration: tokens kept"),
-    "Forbidden": Rule("auth", "forbidden: tokens kept"),
-    "InvalidProviderToken": Rule("auth", "provider token refused (key id, team id or key): tokens kept"),
-    "MissingProviderToken": Rule("auth", "no provider token: tokens kept"),
-    "UnrelatedKeyIdInToken": Rule("auth", "key id not related to this team: tokens kept"),
-    "BadPath": Rule("permanent", "bad request path"),
-    "MethodNotAllowed": Rule("permanent", "method not allowed"),
-    # 410, checked against the device's registration time first (see send_one).
-    "ExpiredToken": Rule("invalid_token", "token expired: deactivated"),
-    "Unregistered": Rule("invalid_token", "token no longer active for the topic: deactivated"),
-    "Unregistered:reregistered": Rule("permanent", "APNs invalidated the token before it was registered "
-                                                   "again: token kept"),
-    "PayloadTooLarge": Rule("permanent", "payload over 4 KB"),
-    "TooManyProviderTokenUpdates": Rule("transient", "provider token updated too often: regeneration paused"),
-    "TooManyRequests": Rule("transient", "too many requests to this device: back off for this device",
-                            min_retry_after_s=30.0),
-    "InternalServerError": Rule("transient", "APNs internal error: retry on a fresh connection",
-                                fresh_connection=True),
-    "ServiceUnavailable": Rule("transient", "APNs unavailable: retry on a fresh connection",
-                               fresh_connection=True),
-    "Shutdown": Rule("transient", "APNs server shutting down: retry on a fresh connection", fresh_connection=True),
-    # Answers without a known reason, by status class.
-    "5xx": Rule("transient", "APNs error: retry on a fresh connection", fresh_connection=True),
-    "4xx": Rule("permanent", "request refused"),
-}
 
 PRIORITY = {"info": "5", "warning": "5", "error": "10", "critical": "10"}
 
@@ -157,16 +112,16 @@ class ApnsChannel(ProviderChannel):
 
     def __init__(self) -> None:
         super().__init__()
-        settings = get_settings()
-        if settings.apns_key_file is None or not settings.apns_key_id or not settings.apns_team_id:
+        settings = ApnsSettings.current()
+        if settings.key_file is None or not settings.key_id or not settings.team_id:
             raise ValueError("APNs needs HERALD_APNS_KEY_FILE, HERALD_APNS_KEY_ID and HERALD_APNS_TEAM_ID")
-        self.token = ProviderToken(Path(settings.apns_key_file).read_text(), settings.apns_key_id,
-                                   settings.apns_team_id, settings.apns_jwt_refresh_s)
-        self.urls = {"production": settings.apns_production_url, "sandbox": settings.apns_sandbox_url}
-        self.topics = settings.apns_topics
-        self.ca_file = settings.apns_ca_file
-        self.size = settings.apns_connections
-        self.timeout_s = settings.channel_timeout_s
+        self.token = ProviderToken(Path(settings.key_file).read_text(), settings.key_id,
+                                   settings.team_id, settings.jwt_refresh_s)
+        self.urls = {"production": settings.production_url, "sandbox": settings.sandbox_url}
+        self.topics = settings.topics
+        self.ca_file = settings.ca_file
+        self.size = settings.connections
+        self.timeout_s = get_settings().channel_timeout_s
         self.pools: dict[str, ConnectionPool] = {}
 
     async def open(self) -> None:

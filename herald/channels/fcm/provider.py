@@ -23,37 +23,14 @@ from typing import Any
 import aiohttp
 import jwt
 
-from herald.settings import get_settings
-from workers.deliver.base import Message, Result
-from workers.deliver.http import HttpChannel, may_have_left, read_capped
+from herald.channels.fcm import ERRORS, FcmSettings
+from herald.channels.http import HttpChannel, may_have_left, read_capped
+from herald.channels.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
+from herald.channels.types import Message, Result
 from workers.deliver.payload import PayloadTooLarge, fit
-from workers.deliver.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TOKEN_MARGIN_S = 300  # refresh an access token five minutes before it expires
-
-# https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode
-# The FcmError detail's errorCode is the key; a body without one falls back to the HTTP status.
-ERRORS: dict[str, Rule] = {
-    "UNREGISTERED": Rule("invalid_token", "the app instance is gone: token deactivated"),
-    "SENDER_ID_MISMATCH": Rule("invalid_token", "token belongs to another sender: token deactivated"),
-    # INVALID_ARGUMENT is special-cased below: only an invalid-token detail prunes.
-    "INVALID_ARGUMENT": Rule("permanent", "the message is invalid: token kept, fix the payload"),
-    "INVALID_ARGUMENT:token": Rule("invalid_token", "invalid registration token: token deactivated"),
-    "QUOTA_EXCEEDED": Rule("transient", "sending quota exceeded: wait at least a minute",
-                           min_retry_after_s=60.0, provider_wide=True),
-    "UNAVAILABLE": Rule("transient", "FCM overloaded: retry after Retry-After", provider_wide=True),
-    "INTERNAL": Rule("transient", "FCM internal error: retry with backoff"),
-    "THIRD_PARTY_AUTH_ERROR": Rule("auth", "APNs or Web Push credentials in Firebase refused: tokens kept"),
-    "UNSPECIFIED_ERROR": Rule("transient", "unspecified FCM error: retry with backoff"),
-    # HTTP status fallbacks (no FcmError detail: OAuth and gateway answers)
-    "401": Rule("auth", "herald's access token refused: tokens kept"),
-    "403": Rule("auth", "the service account may not send for this project: tokens kept"),
-    "404": Rule("permanent", "no such project or endpoint: check HERALD_FCM_URL and the project id"),
-    "429": Rule("transient", "rate limited", min_retry_after_s=60.0, provider_wide=True),
-    "5xx": Rule("transient", "FCM unavailable: retry with backoff"),
-    "4xx": Rule("permanent", "request refused"),
-}
 
 # Field violations that name the target mean the token itself is malformed.
 TOKEN_FIELDS = ("message.token", "message.fid")
@@ -130,11 +107,11 @@ class FcmChannel(HttpChannel):
     name = "fcm"
 
     def __init__(self) -> None:
-        settings = get_settings()
-        super().__init__(settings.fcm_max_in_flight)
-        self.url = settings.fcm_url.rstrip("/")
-        self.files = {app: Path(p) for app, p in settings.fcm_app_credentials.items()}
-        self.default_file = settings.fcm_credentials_file
+        settings = FcmSettings.current()
+        super().__init__(settings.max_in_flight)
+        self.url = settings.url.rstrip("/")
+        self.files = {app: Path(p) for app, p in settings.app_credentials.items()}
+        self.default_file = settings.credentials_file
         self.credentials: dict[str, Credentials] = {}
         self._token_lock: asyncio.Lock | None = None
 

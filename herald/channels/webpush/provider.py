@@ -30,34 +30,16 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from herald import devices
+from herald.channels import vapid
+from herald.channels.http import HttpChannel, may_have_left, read_capped
+from herald.channels.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
+from herald.channels.types import Message, Result
+from herald.channels.webpush import ERRORS, WebPushSettings
 from herald.errors import InvalidDevice
-from herald.settings import get_settings
-from workers.deliver import vapid
-from workers.deliver.base import Message, Result
-from workers.deliver.http import HttpChannel, may_have_left, read_capped
 from workers.deliver.payload import PayloadTooLarge, fit
-from workers.deliver.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
 
 # RFC 8291 section 4: 4096 bytes of body minus 86 of header and 17 of tag and delimiter.
 MAX_CLEARTEXT_BYTES = 3993
-
-# https://datatracker.ietf.org/doc/html/rfc8030#section-7 and the push services' documented answers
-# (https://developer.mozilla.org/en-US/docs/Web/API/Push_API, web.dev "push notifications: web push protocol").
-ERRORS: dict[str, Rule] = {
-    "404": Rule("invalid_token", "subscription not found: deactivated"),
-    "410": Rule("invalid_token", "subscription expired or unsubscribed: deactivated"),
-    "413": Rule("permanent", "payload too large for the push service"),
-    "429": Rule("transient", "too many requests: retry after Retry-After"),
-    "400": Rule("permanent", "request refused (headers or encryption): subscription kept"),
-    "401": Rule("auth", "VAPID token refused: subscription kept"),
-    "403": Rule("auth", "VAPID key not the one the subscription was made with: subscription kept"),
-    "5xx": Rule("transient", "push service unavailable: retry with backoff"),
-    "3xx": Rule("permanent", "the endpoint redirects, which no push service does: not followed"),
-    "4xx": Rule("permanent", "request refused"),
-    # Checked by herald before sending: the endpoint is not one herald may POST to.
-    "endpoint": Rule("invalid_token", "endpoint refused (herald/devices.py): deactivated"),
-    "resolved": Rule("permanent", "endpoint host resolves to a non-public address: not sent, subscription kept"),
-}
 
 URGENCY = {"info": "normal", "warning": "normal", "error": "high", "critical": "high"}
 
@@ -116,12 +98,12 @@ class WebPushChannel(HttpChannel):
     name = "webpush"
 
     def __init__(self) -> None:
-        settings = get_settings()
-        if settings.webpush_vapid_key_file is None:
+        settings = WebPushSettings.current()
+        if settings.vapid_key_file is None:
             raise ValueError("HERALD_WEBPUSH_VAPID_KEY_FILE is not set (create one: herald vapid generate)")
-        super().__init__(settings.webpush_max_in_flight)
-        self.vapid = vapid.Vapid(vapid.load(settings.webpush_vapid_key_file), settings.webpush_vapid_subject)
-        self.allow_loopback = settings.webpush_allow_loopback
+        super().__init__(settings.max_in_flight)
+        self.vapid = vapid.Vapid(vapid.load(settings.vapid_key_file), settings.vapid_subject)
+        self.allow_loopback = settings.allow_loopback
 
     def connector_options(self) -> dict[str, Any]:
         return {"resolver": PublicResolver(self.allow_loopback)}

@@ -83,7 +83,3 @@ def encrypt(plaintext: bytes, p256dh: str, auth: str) -> bytes:
     return http_ece.encrypt(plaintext, salt=os.urandom(16), private_key=sender, dh=unb64url(p256dh),
                             auth_secret=unb64url(auth), version="aes128gcm")
 
-
-def decrypt(body: bytes, private_key: ec.EllipticCurvePrivateKey, auth: bytes) -> bytes:
-    """What a browser does with a push message (the fake uses it to show the clear text)."""
-    return http_ece.decrypt(body, private_key=private_key, auth_secret=auth, version="aes128gcm")

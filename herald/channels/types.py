@@ -77,6 +77,6 @@ class Channel(Protocol):
     def send(self, messages: list[Message]) -> list[Result]:
         """Send every message; return exactly one result per message, in any order.
 
-        A provider channel asks each host's circuit itself (workers/deliver/sender.py).
+        A provider channel asks each host's circuit itself (herald/channels/sender.py).
         """
         ...

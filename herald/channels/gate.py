@@ -24,7 +24,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from herald.channels.spec import Limits
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +300,7 @@ class Gate:
         return 0.0
 
 
-def make_gate(provider: str) -> Gate:
+def make_gate(provider: str, limits: Limits) -> Gate:
     """The gate of a provider, on Redis when the broker is Redis, else per process."""
     from herald.settings import get_settings
 
@@ -310,5 +313,4 @@ def make_gate(provider: str) -> Gate:
                            settings.channel_circuit_open_s, settings.channel_circuit_max_open_s)
     else:
         state = LocalState(threshold, settings.channel_circuit_open_s, settings.channel_circuit_max_open_s)
-    return Gate(provider, state, getattr(settings, f"{provider}_max_in_flight"),
-                getattr(settings, f"{provider}_rate_per_s"), threshold)
+    return Gate(provider, state, limits.max_in_flight, limits.rate_per_s, threshold)

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from workers.deliver.base import Message, Result
+from herald.channels.types import Message, Result
 
 _lock = threading.Lock()
 

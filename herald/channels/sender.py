@@ -23,9 +23,9 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 
-from workers.deliver import runtime
-from workers.deliver.base import Message, Outcome, Result
-from workers.deliver.gate import Gate, make_gate
+from herald.channels import runtime
+from herald.channels.gate import Gate, make_gate
+from herald.channels.types import Message, Outcome, Result
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ class ProviderChannel:
     name: str = ""
 
     def __init__(self) -> None:
-        self.gate: Gate = make_gate(self.name)
+        from herald.channels.registry import get
+
+        self.gate: Gate = make_gate(self.name, get(self.name).limits())
         self._last_alert = 0.0
 
     # --- to implement per provider -------------------------------------------------------
@@ -269,13 +271,15 @@ class ProviderChannel:
             return
         self._last_alert = now
         try:
-            from producers import ops_event, publish
+            from herald.events import make_event
+            from herald.publishing import publish
 
             bucket = int(now // interval)
-            publish(ops_event("processing_delayed", f"push:{self.name}", environment="prod",
-                              metric="auth_error", value=count, threshold=0,
-                              idempotency_key=f"herald-auth-{self.name}-{bucket}",
-                              source="herald/deliver"))
+            publish(make_event("ops.processing_delayed",
+                               {"resource": f"push:{self.name}", "metric": "auth_error", "value": count,
+                                "threshold": 0},
+                               environment="prod", idempotency_key=f"herald-auth-{self.name}-{bucket}",
+                               source="herald/deliver"))
             log.error("%s refused herald's credentials (%d targets): %s", self.name, count, reason)
         except Exception:  # noqa: BLE001 - the alert must never fail the batch it reports on
             log.exception("could not publish the auth alert for %s", self.name)

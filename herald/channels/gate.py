@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -186,7 +187,9 @@ class _LocalCircuit:
 class LocalState:
     """The same rules inside one process (the embedded default has no Redis)."""
 
-    def __init__(self, threshold: int, open_s: float, max_open_s: float) -> None:
+    def __init__(self, threshold: int, open_s: float, max_open_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # seconds since the epoch; a test passes its own
         self.lock = threading.Lock()
         self.in_flight = 0
         self.window, self.window_used = 0, 0
@@ -195,7 +198,7 @@ class LocalState:
         self.threshold, self.open_s, self.max_open_s = threshold, open_s, max_open_s
 
     def acquire(self, want: int, max_in_flight: int, rate_per_s: int) -> tuple[Lease | None, float]:
-        now = time.time()
+        now = self.clock()
         with self.lock:
             if self.blocked_until > now:
                 return None, self.blocked_until - now
@@ -222,7 +225,7 @@ class LocalState:
             self.blocked_until = max(self.blocked_until, until_s)
 
     def check(self, host: str) -> Circuit:
-        now = time.time()
+        now = self.clock()
         with self.lock:
             c = self.circuits.setdefault(host, _LocalCircuit())
             if not c.open_until:
@@ -249,7 +252,7 @@ class LocalState:
             if c.fails < self.threshold and not probe:
                 return 0.0
             c.period = self.open_s if not c.period else min(c.period * 2, self.max_open_s)
-            c.open_until = time.time() + c.period
+            c.open_until = self.clock() + c.period
             c.probing = False
             return c.period
 
@@ -258,7 +261,8 @@ class Gate:
     """One provider's gate, as seen by one process."""
 
     def __init__(self, provider: str, state: State, max_in_flight: int, rate_per_s: int,
-                 circuit_failures: int) -> None:
+                 circuit_failures: int, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.provider = provider
         self.state = state
         self.max_in_flight = max_in_flight
@@ -275,7 +279,7 @@ class Gate:
     def block_for(self, seconds: float) -> None:
         """No request to this provider for ``seconds`` (its Retry-After), from any process."""
         log.warning("%s asked herald to wait %.1fs", self.provider, seconds)
-        self.state.block(time.time() + seconds)
+        self.state.block(self.clock() + seconds)
 
     def check(self, host: str) -> Circuit:
         """The circuit of one provider host: closed, open (with seconds left) or probe (this caller probes)."""

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import time
+from typing import cast
 
-import pytest
-
-from herald.channels.gate import Circuit, Gate, LocalState, RedisState
+from herald.channels.gate import Circuit, Gate, RedisState
 from tests.integration.conftest import REDIS_URL, TEST_ENV
-from workers.deliver.payload import PayloadTooLarge, fit
 
 
 def redis_gate(provider: str, max_in_flight: int = 3, rate_per_s: int = 0) -> Gate:
@@ -17,10 +13,20 @@ def redis_gate(provider: str, max_in_flight: int = 3, rate_per_s: int = 0) -> Ga
     return Gate(provider, state, max_in_flight, rate_per_s, 3)
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_leases_never_exceed_the_limit_and_come_back(clean: None, shared: bool) -> None:
-    gate = redis_gate("t-limit") if shared else Gate("t", LocalState(3, 0.5, 4.0), 3, 0, 3)
-    other = redis_gate("t-limit") if shared else gate  # a second process sees the same counters
+def redis_now_ms(gate: Gate) -> int:
+    seconds, micros = cast(RedisState, gate.state).redis.time()  # type: ignore[misc]
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def open_period_ends(gate: Gate, host: str) -> None:
+    """The circuit's open period is over now, by Redis's clock (the one the scripts read): no sleep."""
+    state = cast(RedisState, gate.state)
+    state.redis.set(state._circuit(host)["open_until"], redis_now_ms(gate) - 1)
+
+
+def test_leases_never_exceed_the_limit_and_come_back(clean: None) -> None:
+    gate = redis_gate("t-limit")
+    other = redis_gate("t-limit")  # a second process sees the same counters
     first, _ = gate.acquire(2)
     second, _ = other.acquire(5)
     none, wait = gate.acquire(1)
@@ -45,7 +51,8 @@ def test_retry_after_blocks_every_process_until_it_passes(clean: None) -> None:
     gate.block_for(0.6)
     lease, wait = other.acquire(1)
     assert lease is None and 0.3 < wait <= 0.6
-    time.sleep(0.65)
+    block = cast(RedisState, other.state)
+    block.redis.set(block.k_block, redis_now_ms(other) - 1)  # the wait is over (Redis's clock)
     assert other.acquire(1)[0] is not None
 
 
@@ -54,19 +61,18 @@ def test_the_circuit_opens_probes_once_and_closes_on_success(clean: None) -> Non
     assert gate.check("h") == Circuit("closed")
     assert gate.report("h", answered=0, down=3, probe=False) == 0.5  # threshold reached: open
     assert other.check("h").state == "open"
-    time.sleep(0.55)
+    open_period_ends(gate, "h")
     assert gate.check("h").state == "probe" and other.check("h").state == "open"  # one prober only
     assert gate.report("h", answered=0, down=1, probe=True) == 1.0  # probe failed: twice as long
-    time.sleep(1.05)
+    assert other.check("h").state == "open"
+    open_period_ends(gate, "h")
     assert other.check("h").state == "probe"
     other.report("h", answered=1, down=0, probe=True)
     assert gate.check("h").state == "closed"
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_each_host_has_its_own_circuit_and_an_answer_from_one_never_closes_another(clean: None,
-                                                                                  shared: bool) -> None:
-    gate = redis_gate("t-hosts") if shared else Gate("t", LocalState(3, 0.5, 4.0), 3, 0, 3)
+def test_each_host_has_its_own_circuit_and_an_answer_from_one_never_closes_another(clean: None) -> None:
+    gate = redis_gate("t-hosts")
     # given production down (its circuit open) and sandbox answering
     assert gate.report("api.push.apple.com", answered=0, down=3, probe=False) == 0.5
     assert gate.report("api.sandbox.push.apple.com", answered=5, down=0, probe=False) == 0.0
@@ -77,16 +83,3 @@ def test_each_host_has_its_own_circuit_and_an_answer_from_one_never_closes_anoth
     assert gate.report("a.example", answered=0, down=2, probe=False) == 0.0
     assert gate.report("b.example", answered=0, down=2, probe=False) == 0.0
     assert gate.check("a.example").state == gate.check("b.example").state == "closed"
-
-
-def test_fit_trims_the_body_then_the_title_and_fails_clearly_on_the_rest() -> None:
-    def encode(title: str, body: str, extra: str = "") -> bytes:
-        return json.dumps({"t": title, "b": body, "x": extra}).encode()
-
-    assert fit(encode, "short", "short", 100) == encode("short", "short")
-    trimmed = json.loads(fit(encode, "title", "b" * 500, 100))
-    assert trimmed["t"] == "title" and trimmed["b"].endswith("\u2026") and len(encode("title", trimmed["b"])) <= 100
-    no_body = json.loads(fit(encode, "t" * 500, "b" * 500, 100))
-    assert no_body["b"] == "" and no_body["t"].endswith("\u2026")
-    with pytest.raises(PayloadTooLarge, match="limit 100"):
-        fit(lambda t, b: encode(t, b, "x" * 200), "title", "body", 100)

@@ -39,10 +39,13 @@ REASONS: dict[str, int] = {
     "InternalServerError": 500, "ServiceUnavailable": 503, "Shutdown": 503,
 }
 HOSTS = {"production": "apns", "sandbox": "apns_sandbox"}  # environment -> listener name
+DEVICE_PATH = "/3/device/"
 PUSH_TYPES = {"alert", "background", "location", "voip", "complication", "fileprovider", "mdm",
               "liveactivity", "pushtotalk"}
 
 LINGER_S = 1.0  # how long a connection that sent GOAWAY stays open after its last answer
+
+Answer = tuple[int, dict[str, Any]]  # status, JSON body
 
 
 class FakeApns:
@@ -89,7 +92,7 @@ class FakeApns:
         self.provider_tokens[token] = self.provider_tokens.get(token, 0) + 1
         return None
 
-    async def answer(self, environment: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+    async def answer(self, environment: str, headers: dict[str, str], body: bytes) -> Answer:
         p = self.provider
         p.enter()
         try:
@@ -115,52 +118,72 @@ class FakeApns:
                  provider_token=(headers.get("authorization") or "")[7:])
         return status, answer
 
-    def _decide(self, environment: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
-        p = self.provider
+    def _decide(self, environment: str, headers: dict[str, str], body: bytes) -> Answer:
+        """APNs' answer to one request: the first check that refuses it, in APNs' order, else 200."""
+        token = headers.get(":path", "")[len(DEVICE_PATH):]
+        return (self._refuse_request(headers)
+                or self._refuse_in_trouble()
+                or _refuse_headers(headers, body)
+                or self._refuse_device(environment, token)
+                or (200, {}))
+
+    def _refuse_request(self, headers: dict[str, str]) -> Answer | None:
+        """The request itself: method, path, device token, provider token."""
         if headers.get(":method") != "POST":
             return 405, {"reason": "MethodNotAllowed"}
         path = headers.get(":path", "")
-        if not path.startswith("/3/device/"):
+        if not path.startswith(DEVICE_PATH):
             return 404, {"reason": "BadPath"}
-        token = path[len("/3/device/"):]
-        if not token:
+        if not path[len(DEVICE_PATH):]:
             return 400, {"reason": "MissingDeviceToken"}
         refused = self.check_token(headers.get("authorization"))
         if refused is not None:
             return 403, {"reason": refused}
-        trouble = p.trouble()
+        return None
+
+    def _refuse_in_trouble(self) -> Answer | None:
+        """The switches' throttling or outage."""
+        trouble = self.provider.trouble()
         if trouble == "throttle":
             return 429, {"reason": "TooManyRequests"}
         if trouble is not None:
             return 503, {"reason": "ServiceUnavailable"}
-        if not headers.get("apns-topic"):
-            return 400, {"reason": "MissingTopic"}
-        if headers.get("apns-push-type", "alert") not in PUSH_TYPES:
-            return 400, {"reason": "InvalidPushType"}
-        if headers.get("apns-priority", "10") not in ("1", "5", "10"):
-            return 400, {"reason": "BadPriority"}
-        if len(headers.get("apns-collapse-id", "").encode()) > 64:
-            return 400, {"reason": "BadCollapseId"}
-        expiration = headers.get("apns-expiration", "0")
-        if not expiration.isdigit():
-            return 400, {"reason": "BadExpirationDate"}
-        if not body:
-            return 400, {"reason": "PayloadEmpty"}
-        if len(body) > 4096:
-            return 413, {"reason": "PayloadTooLarge"}
-        if token in p.switches.dead_tokens:
+        return None
+
+    def _refuse_device(self, environment: str, token: str) -> Answer | None:
+        """The device token: unregistered, valid in the other environment only, or a forced reason."""
+        if token in self.provider.switches.dead_tokens:
             stamp = self.unregistered_at_ms if self.unregistered_at_ms is not None else int(time.time() * 1000)
             return 410, {"reason": "Unregistered", "timestamp": stamp}
         only = self.environments.get(token)
         if only is not None and only != environment:
             return 400, {"reason": "BadDeviceToken"}
-        forced = p.forced(token)
-        if forced is not None:
-            answer: dict[str, Any] = {"reason": forced}
-            if REASONS.get(forced) == 410:
-                answer["timestamp"] = self.unregistered_at_ms or int(time.time() * 1000)
-            return REASONS.get(forced, 400), answer
-        return 200, {}
+        forced = self.provider.forced(token)
+        if forced is None:
+            return None
+        answer: dict[str, Any] = {"reason": forced}
+        if REASONS.get(forced) == 410:
+            answer["timestamp"] = self.unregistered_at_ms or int(time.time() * 1000)
+        return REASONS.get(forced, 400), answer
+
+
+def _refuse_headers(headers: dict[str, str], body: bytes) -> Answer | None:
+    """The notification's headers and payload."""
+    if not headers.get("apns-topic"):
+        return 400, {"reason": "MissingTopic"}
+    if headers.get("apns-push-type", "alert") not in PUSH_TYPES:
+        return 400, {"reason": "InvalidPushType"}
+    if headers.get("apns-priority", "10") not in ("1", "5", "10"):
+        return 400, {"reason": "BadPriority"}
+    if len(headers.get("apns-collapse-id", "").encode()) > 64:
+        return 400, {"reason": "BadCollapseId"}
+    if not headers.get("apns-expiration", "0").isdigit():
+        return 400, {"reason": "BadExpirationDate"}
+    if not body:
+        return 400, {"reason": "PayloadEmpty"}
+    if len(body) > 4096:
+        return 413, {"reason": "PayloadTooLarge"}
+    return None
 
 
 class ApnsProtocol(asyncio.Protocol):

@@ -100,7 +100,7 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         try:
             deadletters.record("message", reason, task_name=name if isinstance(name, str) else None,
                                queue=_queue(message), ref={"headers": headers}, body=message.body)
-        except Exception:  # noqa: BLE001 - the database is down
+        except Exception:  # the database is down
             log.exception("could not dead-letter a malformed message (%s): it goes back to its queue", reason)
             return False
         return True

@@ -80,7 +80,7 @@ def relay(ids: list[uuid.UUID] | None = None) -> int:
     for outbox_id, envelope in rows:
         try:
             send_envelope(cast(dict[str, Any], envelope))
-        except Exception as exc:  # the broker is down: the row stays, the next sweep tries again
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the row stays, the next sweep tries again
             with db.session() as s:
                 s.execute(update(Outbox).where(Outbox.id == outbox_id).values(
                     publish_attempts=Outbox.publish_attempts + 1, last_error=str(exc)[:500]))

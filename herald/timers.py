@@ -116,7 +116,7 @@ def tick(now: datetime | None = None, *, limit: int | None = None) -> Summary:
                     if fn is None:
                         raise LookupError(f"no handler for due work {kind!r}")
                     acted = fn(s, row)
-            except Exception as exc:  # noqa: BLE001 - one bad row must not block the others
+            except Exception as exc:  # one bad row must not block the others
                 attempts += 1
                 failed = attempts >= MAX_ATTEMPTS
                 retry_at = now + timedelta(seconds=get_settings().due_tick_interval_s * 2 ** attempts)

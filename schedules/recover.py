@@ -57,7 +57,7 @@ class _Queues:
         if missing:
             try:
                 self._depth.update({st.queue: st.depth for st in queue_stats(missing)})
-            except Exception:  # noqa: BLE001 - the broker cannot say: fall back to the doubling wait
+            except Exception:  # the broker cannot say: fall back to the doubling wait
                 log.warning("recovery: queue depths unreadable", exc_info=True)
                 self._depth.update(dict.fromkeys(missing))
         depths = [self._depth.get(q) for q in queues]
@@ -134,5 +134,5 @@ def _unmark(events: Sequence[tuple[uuid.UUID, str]], batches: Sequence[tuple[str
             if batches:
                 s.execute(update(Delivery).where(Delivery.batch_id.in_([b for _, b in batches]))
                           .values(recovered_at=None))
-    except Exception:  # noqa: BLE001 - then they wait one more deadline, nothing worse
+    except Exception:  # then they wait one more deadline, nothing worse
         log.warning("could not clear the recovery marks of work not re-enqueued", exc_info=True)

@@ -7,6 +7,7 @@ sessions (and developers) can share one machine's services. The environment is s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -219,14 +220,10 @@ def stop_warmly(procs: Iterable[subprocess.Popen[bytes]], grace_s: float = 30.0)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
     for proc in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 

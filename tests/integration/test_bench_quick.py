@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -28,7 +29,7 @@ def test_bench_quick_path_measures_herald_the_ceiling_and_the_naive_baseline() -
                               timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
         raw = done.stderr.strip().splitlines()[-1].removeprefix("raw figures: ")
-        record = json.loads(open(raw).read())
+        record = json.loads(Path(raw).read_text())
         for name in ("fcm", "mixed"):
             r = record["results"][name]
             assert r["herald"]["statuses"] == {"sent": 120} and r["herald"]["attempts"] == 120

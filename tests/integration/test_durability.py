@@ -6,6 +6,7 @@ Redis the other tests share is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -48,10 +49,8 @@ class OwnRedis:
             return False
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(redis.ConnectionError):
             redis.Redis.from_url(self.url).shutdown(nosave=True, now=True, force=True)
-        except redis.ConnectionError:
-            pass
         wait_until(lambda: not self.ping(), timeout_s=20, message="own redis down")
 
     def restart(self) -> None:

@@ -29,7 +29,7 @@ def test_producer_examples_run_and_publish(workers: Workers, sample_directory: N
     namespace: dict[str, object] = {}
     with contextlib.redirect_stdout(printed):
         for block in blocks:
-            exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+            exec(compile(block, "README.md", "exec"), namespace)  # our own README
     assert printed.getvalue().strip() == "unknown environment 'staging' (known: dev, test, prod)"
     # four distinct events: the flow failure published twice with one key counts once
     wait_until(lambda: rows(select(func.count()).select_from(EventRow))[0][0] == 4, message="four events")

@@ -20,7 +20,7 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Json = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 
 
-def When(name: str, nullable: bool = False) -> sa.Column:  # noqa: N802 - reads like a type
+def When(name: str, nullable: bool = False) -> sa.Column:  # reads like a type
     return sa.Column(name, herald.models.UTCDateTime(timezone=True), nullable=nullable)
 
 

@@ -14,6 +14,7 @@ Run them alone with ``pytest -m drill`` (``-s`` shows each drill's figures as it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -132,10 +133,8 @@ class DrillRabbit:
         rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # never created, or already gone
             rabbitmqctl("delete_vhost", self.vhost)
-        except subprocess.CalledProcessError:
-            pass  # never created, or already gone
 
     def depth(self, queue: str) -> int:
         listing = rabbitmqctl("list_queues", "-p", self.vhost, "name", "messages_ready")
@@ -199,10 +198,8 @@ class PgProxy:
     def _close(self, s: socket.socket) -> None:
         with self._lock:
             self._sockets.discard(s)
-        try:
+        with contextlib.suppress(OSError):
             s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         s.close()
 
     def cut(self) -> None:
@@ -508,11 +505,9 @@ def assert_promise(drill: str, accepted: list[uuid.UUID], d: Directory, fakes: A
     from tests.integration.helpers import all_done
 
     assert accepted, "the producer was not told that any event was accepted"
-    try:
+    with contextlib.suppress(AssertionError):  # the figures below say what is missing
         wait_until(lambda: all_done(accepted) or stack.dead(), timeout_s=timeout_s, interval_s=0.5,
                    message="every accepted event stored and every target terminal")
-    except AssertionError:
-        pass  # the figures below say what is missing
     f = _figures(drill, accepted, d, fakes, stack, time.monotonic() - since)
     FIGURES.append(f)
     print(f"\n[drill] {f.line()}")

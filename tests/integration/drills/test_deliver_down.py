@@ -46,4 +46,4 @@ def test_deliver_pool_down_queue_stays_bounded_and_drains_when_back(drill: Drill
     figures = drill.promise(f"deliver.fcm down {DOWN_S}s", accepted, since=back)
     assert figures.duplicates == 0
     # and while it was down the queue held each stalled batch at most twice (its message, one re-enqueue)
-    assert 0 < batches and depth <= 2 * batches, f"{depth} messages queued for {batches} stalled batches"
+    assert batches > 0 and depth <= 2 * batches, f"{depth} messages queued for {batches} stalled batches"

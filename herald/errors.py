@@ -1,4 +1,11 @@
-"""herald's one exception tree. Vendor errors are translated into these at the boundary."""
+"""The exceptions herald raises on purpose: input refused at an edge, an event the broker did not take, a
+message that can never succeed.
+
+A provider's answer is not an exception: each channel maps it, through its error table, to a
+:class:`~herald.channels.types.Result` whose ``outcome`` says what herald does next (herald/channels/).
+In a task, the base task retries infrastructure errors (the database, the broker or Redis unreachable),
+connection errors and timeouts, and dead-letters anything else (herald/taskbase.py).
+"""
 
 from __future__ import annotations
 
@@ -34,32 +41,3 @@ class BrokerUnavailable(PublishError):
 class PoisonMessage(HeraldError):
     """A task message that can never succeed; it goes to the dead-letter table, never retried."""
 
-
-class DeliveryError(HeraldError):
-    """A provider refused or failed a delivery."""
-
-    def __init__(self, reason: str, *, provider_status: str | None = None) -> None:
-        self.reason = reason
-        self.provider_status = provider_status
-        super().__init__(reason)
-
-
-class TransientError(DeliveryError):
-    """Worth retrying later, with backoff; ``retry_after_s`` is the provider's own hint."""
-
-    def __init__(self, reason: str, *, provider_status: str | None = None,
-                 retry_after_s: float | None = None) -> None:
-        super().__init__(reason, provider_status=provider_status)
-        self.retry_after_s = retry_after_s
-
-
-class PermanentError(DeliveryError):
-    """The message itself is wrong; retrying cannot help; the token stays."""
-
-
-class InvalidTokenError(DeliveryError):
-    """The device token or subscription is dead; the device is deactivated."""
-
-
-class AuthError(DeliveryError):
-    """herald's own provider credentials were refused; tokens are kept and operators alerted."""

@@ -3,14 +3,16 @@
 - infrastructure errors (the database or the broker unreachable) are an outage, and an outage is waited
   out: retried on the ``retry`` queue with exponential backoff and jitter for as long as it lasts, up
   to ``HERALD_OUTAGE_DEADLINE_S`` (minutes) after the first failure, whatever the number of attempts;
-- other transient errors (a provider's 5xx inside a task) are retried the same way, at most
-  ``HERALD_MAX_TASK_ATTEMPTS`` times: attempts spent waiting out an outage do not count;
+- other transient errors (a connection error or a timeout the task did not handle) are retried the same
+  way, at most ``HERALD_MAX_TASK_ATTEMPTS`` times: attempts spent waiting out an outage do not count;
 - anything else (bad arguments, an invalid event, a bug) can never succeed by retrying: it is
   written to the dead-letter table with its reason and acknowledged, so a poison message never
   crash-loops a worker;
 - when that dead letter cannot be written (the database is down), the message is not acknowledged
   as if done: it is retried on the ``retry`` queue with backoff, for as long as the outage lasts, and
-  when even that cannot be published (the broker is down too) it is rejected back to its queue.
+  when even that cannot be published (the broker is down too) it is rejected back to its queue;
+- Celery's own control exceptions (``Retry``, ``Ignore``, ``Reject``) pass through untouched, as in a
+  plain Celery task.
 
 The two bounds travel with the message as headers (a retry is a new message): ``herald_outage_since``
 (Unix time of the first infrastructure failure of the current outage) and ``herald_failures`` (other
@@ -31,7 +33,6 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from herald import deadletters
-from herald.errors import TransientError
 from herald.lanes import RETRY_QUEUE
 from herald.settings import get_settings
 
@@ -48,7 +49,6 @@ INFRASTRUCTURE: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
 )
 TRANSIENT: tuple[type[BaseException], ...] = (
-    TransientError,
     *INFRASTRUCTURE,
     ConnectionError,
     TimeoutError,
@@ -98,12 +98,12 @@ class HeraldTask(Task):  # type: ignore[misc]
             if failures >= get_settings().max_task_attempts:
                 self._dead_letter(args, kwargs, f"retries exhausted after {failures} attempts: {exc!r}")
                 return None
-            countdown = backoff_s(failures - 1, retry_after_s=getattr(exc, "retry_after_s", None))
+            countdown = backoff_s(failures - 1)
             log.warning("task %s[%s] transient error, retry in %.1fs: %r", self.name,
                         self.request.id, countdown, exc)
             # the infrastructure answered, so whatever outage came before is over
             self._retry(exc, countdown, {FAILURES_HEADER: failures, OUTAGE_HEADER: None})
-        except Exception as exc:  # noqa: BLE001 - the whole point: never crash-loop
+        except Exception as exc:  # the whole point: never crash-loop
             interrupted = interruption(exc)
             if interrupted is not None:
                 # The process is being stopped (billiard raises SystemExit from its signal handler, here inside

@@ -15,7 +15,6 @@ import sqlalchemy.exc
 from celery import Celery
 from sqlalchemy import func, select
 
-from herald.errors import TransientError
 from herald.models import DeadLetter, EventRow
 from herald.settings import get_settings
 from herald.taskbase import OUTAGE_HEADER, HeraldTask
@@ -82,22 +81,22 @@ def run(script: list[BaseException], headers: dict[str, Any] | None = None) -> l
     return list(_calls)
 
 
-def test_an_outage_is_not_counted_in_attempts_and_a_provider_error_after_it_gets_all_of_them(clean: None) -> None:
+def test_an_outage_is_not_counted_in_attempts_and_a_timeout_after_it_gets_all_of_them(clean: None) -> None:
     # given a task that cannot reach its database 8 times (more than HERALD_MAX_TASK_ATTEMPTS), then meets
-    # a provider's 5xx 3 times
+    # a timeout 3 times
     assert get_settings().max_task_attempts == 5
-    calls = run([unreachable() for _ in range(8)] + [TransientError("503") for _ in range(3)])
+    calls = run([unreachable() for _ in range(8)] + [TimeoutError("read timed out") for _ in range(3)])
     # then it ran until it succeeded: the outage did not use up its attempts, and nothing is a dead letter
     assert len(calls) == 12 and _script == []
     assert rows(select(DeadLetter.reason)) == []
 
 
-@pytest.mark.expect_dead_letters(r"^retries exhausted after 5 attempts: TransientError")
+@pytest.mark.expect_dead_letters(r"^retries exhausted after 5 attempts: TimeoutError")
 def test_other_transient_errors_are_still_bounded_by_a_count(clean: None) -> None:
-    calls = run([TransientError("503") for _ in range(10)])
+    calls = run([TimeoutError("read timed out") for _ in range(10)])
     assert len(calls) == 5
     assert [r.reason for r in rows(select(DeadLetter.reason))] == ["retries exhausted after 5 attempts: "
-                                                                   "TransientError('503')"]
+                                                                   "TimeoutError('read timed out')"]
 
 
 @pytest.mark.expect_dead_letters(r"^database or broker unreachable for \d+s \(deadline 900s\)")

@@ -161,36 +161,51 @@ class Connection:
 
     def _on(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.headers = {k: v for k, v in event.headers}  # type: ignore[misc]
-                stream.status = int(stream.headers.get(":status", "0"))
+            self._on_headers(event)
         elif isinstance(event, h2.events.DataReceived):
-            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            stream = self.streams.get(event.stream_id)
-            if stream is not None and len(stream.body) < MAX_BODY_BYTES:
-                # APNs answers a few dozen bytes of JSON; never hold more than this of any answer.
-                stream.body += event.data[:MAX_BODY_BYTES - len(stream.body)]
+            self._on_data(event)
         elif isinstance(event, h2.events.StreamEnded):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None and not stream.done.done():
-                stream.done.set_result(Response(stream.status, stream.headers, bytes(stream.body)))
+            self._on_end(event)
         elif isinstance(event, h2.events.StreamReset):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None and not stream.done.done():
-                # Only REFUSED_STREAM promises the request was not processed (RFC 9113 section 8.7).
-                refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
-                kind = NotProcessed if refused or not stream.sent else Uncertain
-                stream.done.set_exception(kind(f"stream reset by the server ({event.error_code!r})"))
+            self._on_reset(event)
         elif isinstance(event, h2.events.ConnectionTerminated):
-            # GOAWAY: streams above last_stream_id were never processed; the rest still finish.
-            self.going_away = True
-            last = event.last_stream_id or 0
-            for stream_id, stream in list(self.streams.items()):
-                if stream_id > last and not stream.done.done():
-                    stream.done.set_exception(NotProcessed("GOAWAY before this stream was processed"))
+            self._on_goaway(event)
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self.window.set()
+
+    def _on_headers(self, event: h2.events.ResponseReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.headers = {k: v for k, v in event.headers}  # type: ignore[misc]
+            stream.status = int(stream.headers.get(":status", "0"))
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and len(stream.body) < MAX_BODY_BYTES:
+            # APNs answers a few dozen bytes of JSON; never hold more than this of any answer.
+            stream.body += event.data[:MAX_BODY_BYTES - len(stream.body)]
+
+    def _on_end(self, event: h2.events.StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and not stream.done.done():
+            stream.done.set_result(Response(stream.status, stream.headers, bytes(stream.body)))
+
+    def _on_reset(self, event: h2.events.StreamReset) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and not stream.done.done():
+            # Only REFUSED_STREAM promises the request was not processed (RFC 9113 section 8.7).
+            refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+            kind = NotProcessed if refused or not stream.sent else Uncertain
+            stream.done.set_exception(kind(f"stream reset by the server ({event.error_code!r})"))
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        # GOAWAY: streams above last_stream_id were never processed; the rest still finish.
+        self.going_away = True
+        last = event.last_stream_id or 0
+        for stream_id, stream in list(self.streams.items()):
+            if stream_id > last and not stream.done.done():
+                stream.done.set_exception(NotProcessed("GOAWAY before this stream was processed"))
 
     def _close(self, reason: str) -> None:
         """Close, failing the open streams: a stream already sent may have been processed."""

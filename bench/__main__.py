@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,8 @@ class Bench:
                    for label, value in self.herald.cpu_s_by_label().items()}
         with db.session() as s:
             sent = [at.timestamp() - t0 for (at,) in s.execute(
-                select(Delivery.sent_at).where(Delivery.event_id == event_id, Delivery.status == "sent"))]
+                select(Delivery.sent_at).where(Delivery.event_id == event_id, Delivery.status == "sent"))
+                if at is not None]
             attempts = s.scalar(select(func.count()).select_from(DeliveryAttempt).join(Delivery)
                                 .where(Delivery.event_id == event_id)) or 0
         seconds = max(sent) if sent else float("nan")
@@ -195,7 +197,7 @@ class Bench:
         for device_id in device_ids:
             deliver.apply_async(args=[run, device_id, str(event_id)])
         deadline = time.monotonic() + max(120.0, len(device_ids) / 5)
-        rows: list[Any] = []
+        rows: Sequence[Any] = []
         while time.monotonic() < deadline:
             with db.session() as s:
                 rows = s.execute(text("SELECT status, sent_at FROM bench_naive WHERE run = :r"), {"r": run}).all()

@@ -210,7 +210,8 @@ def unreadable(folder: Path) -> dict[str, str]:
 def test_a_symlink_out_of_the_folder_is_refused_and_nothing_of_its_target_shows(tmp_path: Path) -> None:
     # given a folder with a good certificate and links to a secret file outside it and to /dev/zero
     folder, outside = tmp_path / "pki", tmp_path / "elsewhere"
-    folder.mkdir(), outside.mkdir()
+    folder.mkdir()
+    outside.mkdir()
     (outside / "shadow").write_bytes(SECRET)
     (folder / "good.pem").write_bytes(pem(make_cert("good", 30)[0]))
     (folder / "shadow.der").symlink_to(outside / "shadow")

@@ -18,7 +18,7 @@ def test_demo_messages_reach_the_fakes_and_web_push_is_decrypted(tmp_path: Path)
     seen = json.loads((tmp_path / "demo-fakes.json").read_text())
     engine = create_engine(f"sqlite:///{tmp_path / 'herald.sqlite'}")
     with engine.connect() as c:
-        sent = dict(c.execute(text("SELECT d.channel, count(*) FROM deliveries x JOIN devices d "
+        sent: dict[str, int] = dict(c.execute(text("SELECT d.channel, count(*) FROM deliveries x JOIN devices d "
                                    "ON d.id = x.device_id WHERE x.status = 'sent' GROUP BY d.channel")).all())
         failed_count = c.execute(text("SELECT count(*) FROM deliveries WHERE status = 'failed'")).scalar()
         dead = c.execute(text("SELECT token, active, deactivated_reason FROM devices "

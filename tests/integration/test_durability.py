@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 import redis
@@ -87,7 +88,7 @@ def stored(ids: list[str]) -> int:
 
 
 def queue_length(server: OwnRedis, queue: str = "ingest") -> int:
-    return redis.Redis.from_url(server.url).llen(f"{SESSION}:{queue}")
+    return cast(int, redis.Redis.from_url(server.url).llen(f"{SESSION}:{queue}"))
 
 
 def test_direct_publish_survives_a_redis_restart_without_persistence(own_redis: OwnRedis, workers: Workers) -> None:
@@ -178,12 +179,12 @@ def test_a_channel_closed_again_after_its_transport_was_released_does_not_crash(
 
     from herald.broker import RedisTransport
 
-    def half_closed(transport: type) -> tuple[Connection, object]:
+    def half_closed(transport: type) -> tuple[Connection, Any]:
         conn = Connection(own_redis.url, transport=transport)
         queue = Queue(f"t-{uuid.uuid4().hex[:6]}", Exchange("t", type="direct"), routing_key="t")
         with conn.Producer() as producer:
             producer.publish({"n": 1}, exchange=queue.exchange, routing_key="t", declare=[queue])
-        channel = conn.default_channel
+        channel: Any = conn.default_channel  # the transport's own channel class
         assert channel.basic_get(queue.name, no_ack=False) is not None  # one unacknowledged message
         conn._do_close_transport()  # collect(): transport.client = None, the channel still open
         channel._disconnect_pools()  # the half-done first close dropped its pool

@@ -64,7 +64,8 @@ def test_two_worker_processes_on_sqlite_deliver_a_burst(tmp_path: Path) -> None:
         # then every target ends terminal, delivered by the second process
         wait_until(settled, timeout_s=180, interval_s=1, message="burst delivered on SQLite")
         with engine.connect() as c:
-            statuses = dict(c.execute(text("SELECT status, count(*) FROM deliveries GROUP BY status")).all())
+            by_status = c.execute(text("SELECT status, count(*) FROM deliveries GROUP BY status")).all()
+        statuses: dict[str, int] = dict(by_status)
         assert statuses["sent"] >= 60 and set(statuses) <= {"sent", "failed"}
         assert all(p.poll() is None for p in workers.procs)
     finally:

@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import time
+import uuid
+from typing import cast
 
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from herald import db
 from herald.models import EventRow, Outbox
@@ -23,7 +25,7 @@ def count(model: type) -> int:
 
 
 def queued(queue: str = "ingest") -> int:
-    return redis.Redis.from_url(REDIS_URL).llen(f"{SESSION}:{queue}")
+    return cast(int, redis.Redis.from_url(REDIS_URL).llen(f"{SESSION}:{queue}"))
 
 
 def test_same_idempotency_key_twice_is_one_event(workers: Workers, sample_directory: None) -> None:
@@ -51,7 +53,7 @@ def test_second_copy_of_an_idempotency_key_is_recognised_as_a_duplicate(clean: N
     with db.session() as s:
         # the first copy is still 'received' (its enrich may never have been enqueued): enrich it again
         assert persist(s, second) == ("received", first.id)
-        s.execute(EventRow.__table__.update().values(status="resolved"))
+        s.execute(update(EventRow).values(status="resolved"))
     with db.session() as s:
         assert persist(s, second) == ("duplicate", first.id)
     assert rows(select(EventRow.id)) == [(first.id,)]
@@ -121,7 +123,7 @@ def test_cli_publish_prints_the_id_or_exits_2_with_one_line(workers: Workers, sa
                   "--data", '{"artifact": "orders-api", "kind": "api"}')
     assert good.returncode == 0, good.stderr
     event_id = good.stdout.strip()
-    wait_until(lambda: all_done([event_id]))
+    wait_until(lambda: all_done([uuid.UUID(event_id)]))
     shown = herald("events", "show", event_id, "--json")
     assert shown.returncode == 0
     import json

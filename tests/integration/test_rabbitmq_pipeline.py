@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -53,7 +54,7 @@ def test_events_published_on_rabbitmq_are_delivered_through_quorum_queues(
                            "    print(publish(event))\n"],
                           cwd=ROOT, env={**os.environ, **amqp_env}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    ids = done.stdout.split()
+    ids = [uuid.UUID(line) for line in done.stdout.split()]
     # then every event goes through every stage and every target ends terminal
     wait_until(lambda: all_done(ids), timeout_s=90, message="every event delivered over RabbitMQ")
     # and herald's queues are durable quorum queues

@@ -7,6 +7,7 @@ import os
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import redis
 from sqlalchemy import func, select
@@ -21,7 +22,7 @@ from tests.integration.test_reliability import apply_fanout
 
 
 def deliver_queue_depth() -> int:
-    return int(redis.Redis.from_url(REDIS_URL).llen(f"{SESSION}:deliver.fcm"))
+    return cast(int, redis.Redis.from_url(REDIS_URL).llen(f"{SESSION}:deliver.fcm"))
 
 
 def stalled_targets() -> int:

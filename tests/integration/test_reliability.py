@@ -9,7 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Generator
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import pytest
@@ -222,7 +225,7 @@ def test_a_resolve_that_died_mid_way_is_resumed_without_notifying_anyone_twice(c
         enrich.run(str(event.id))
         with db.session() as s:
             s.execute(update(EventRow).where(EventRow.id == event.id).values(status="resolving"))
-        chunks = notify(event.id, datetime_now())
+        chunks = cast(Generator[list[tuple[str, uuid.UUID]]], notify(event.id, datetime_now()))
         first = next(chunks)  # the first chunk committed and enqueued...
         chunks.close()  # ...then the process died
         assert len(rows(select(Notification.id))) == 10 and len(first) == 1

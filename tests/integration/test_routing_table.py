@@ -28,5 +28,6 @@ def test_visibility_timeout_exceeds_every_countdown() -> None:
     from herald.settings import get_settings
 
     settings = get_settings()
-    assert celeryconfig.broker_transport_options["visibility_timeout"] > settings.retry_max_s
+    visibility_timeout = celeryconfig.broker_transport_options["visibility_timeout"]
+    assert isinstance(visibility_timeout, int | float) and visibility_timeout > settings.retry_max_s
     assert celeryconfig.task_acks_late and celeryconfig.task_reject_on_worker_lost

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -315,7 +315,7 @@ class Stack:
         if isinstance(broker, DrillRabbit):
             return broker.depth(queue)
         prefix = self.env.get("HERALD_BROKER_KEY_PREFIX", "")
-        return int(broker.client().llen(f"{prefix}{queue}"))
+        return cast(int, broker.client().llen(f"{prefix}{queue}"))
 
     def stop(self) -> None:
         stop_warmly(self.procs.values(), grace_s=20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import wait_until
-from tests.integration.drills.conftest import Drill
+from tests.integration.drills.conftest import Drill, DrillRedis
 
 pytestmark = pytest.mark.drill
 
@@ -24,6 +24,7 @@ def test_redis_restarted_mid_burst_loses_no_accepted_event(drill: Drill) -> None
                message="a backlog in the ingest queue")
     drill.stack.start("ingest", wait=False)
     # when Redis is killed and started again empty, while the producer still publishes
+    assert isinstance(drill.broker, DrillRedis)  # this module runs on the default drill_broker, a Redis of its own
     drill.broker.restart(down_s=1.0)
     accepted = burst.wait()
     # then every event the producer was told was accepted is stored and delivered, and no pool died of it

@@ -24,9 +24,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
+# ruff, mypy (the packages, the tests, the bench harness) and the layers contract (lint-imports): all in pyproject.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Refresh requirements.lock after changing a range in pyproject.toml (or to take newer versions):
 # pins that still fit are kept; `make lock LOCK_FLAGS=--upgrade` takes the newest every range allows.

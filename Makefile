@@ -19,10 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/herald demo
 
-# The test suite (with the benchmark harness smoke test): needs PostgreSQL (127.0.0.1:5432), Redis
-# (127.0.0.1:6379) and, for the RabbitMQ backlog tests, RabbitMQ (127.0.0.1:5672); .ci/run starts them.
+# The test suite in its two tiers: tests/unit (no services, seconds), then tests/integration (with the benchmark
+# harness smoke test and the fault drills), which needs PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379) and,
+# for the RabbitMQ tests, RabbitMQ (127.0.0.1:5672); .ci/run starts them.
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q tests/integration
 
 # ruff, mypy (the packages, the tests, the bench harness) and the layers contract (lint-imports): all in pyproject.
 lint: $(STAMP)

@@ -1,0 +1,54 @@
+"""The unit tier reaches no service: a connection to Postgres, Redis or RabbitMQ fails the test.
+
+Nothing here creates a database or starts a process (that is tests/integration/conftest.py, which pytest loads
+only for the tests under it). Redis and RabbitMQ clients connect through Python's socket module; psycopg
+connects through libpq, so it is stopped at its own entry point. The failure is pytest's own (a
+BaseException), so no ``except Exception`` in the code under test can swallow it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+SERVICE_PORTS = {5432: "PostgreSQL", 6379: "Redis", 5672: "RabbitMQ"}
+
+
+def _refuse(what: str) -> None:
+    pytest.fail(f"a unit test reached {what}: unit tests use no services (move it to tests/integration)",
+                pytrace=True)
+
+
+def _port(address: Any) -> int | None:
+    return address[1] if isinstance(address, tuple) and len(address) >= 2 else None
+
+
+@pytest.fixture(autouse=True)
+def no_services(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail a unit test that connects to a service's port, or to Postgres at all."""
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guarded_connect(self: socket.socket, address: Any) -> None:
+        port = _port(address)
+        if port in SERVICE_PORTS:
+            _refuse(f"{SERVICE_PORTS[port]} ({address[0]}:{port})")
+        connect(self, address)
+
+    def guarded_connect_ex(self: socket.socket, address: Any) -> int:
+        port = _port(address)
+        if port in SERVICE_PORTS:
+            _refuse(f"{SERVICE_PORTS[port]} ({address[0]}:{port})")
+        return connect_ex(self, address)
+
+    def no_postgres(*args: Any, **kwargs: Any) -> Any:
+        _refuse("PostgreSQL (psycopg.connect)")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    monkeypatch.setattr(psycopg, "connect", no_postgres)
+    monkeypatch.setattr(psycopg.Connection, "connect", no_postgres)
+    yield

@@ -18,11 +18,12 @@ def config(url: str | None = None) -> Config:
     return cfg
 
 
-def upgrade(url: str | None = None, revision: str = "heads") -> None:
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Upgrade to ``revision`` (default: the newest; the migrations are one line, so Alembic refuses a second head)."""
     command.upgrade(config(url), revision)
 
 
 def current_head() -> str:
     from alembic.script import ScriptDirectory
 
-    return ",".join(ScriptDirectory.from_config(config()).get_heads())
+    return str(ScriptDirectory.from_config(config()).get_current_head())

@@ -2,8 +2,7 @@
 
 Revision ID: 0002_sweeps
 Revises: 0001
-Hand-written: only the tables of schedules/ (a sibling 0002 branch adds other tables; `herald migrate`
-upgrades to "heads").
+Hand-written: the tables of the sweeps (schedules/).
 """
 import sqlalchemy as sa
 from alembic import op

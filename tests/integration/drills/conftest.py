@@ -1,4 +1,4 @@
-"""Fault drills: the whole stack as separate processes, one fault at a time (issue 8, DESIGN "Reliability contract").
+"""Fault drills: the whole stack as separate processes, one fault at a time (issue 8; README "Fault drills").
 
 Each drill starts what it breaks on its own: a ``redis-server`` on a free port (the broker, restartable) or,
 for a module that overrides ``drill_broker`` (test_rabbitmq.py), a virtual host of its own on the shared

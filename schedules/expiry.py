@@ -22,10 +22,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from herald import db, inventory
-from herald.audit import audit
+from herald import db, incidents, inventory
 from herald.events import Severity
-from herald.models import Credential, CredentialNotice, CredentialSource, Incident, utcnow
+from herald.models import Credential, CredentialNotice, CredentialSource, utcnow
 from herald.publishing import publish
 from herald.settings import get_settings
 from producers.helpers import credential_expiring, ops_event
@@ -80,29 +79,19 @@ def _incident_key(cred: Credential) -> str:
 
 
 def _open_incident(s: Session, cred: Credential) -> int:
-    """An expired credential is a ticket someone must close (by rotating it)."""
+    """An expired credential is a ticket someone must close (by rotating it); it does not escalate."""
     key = _incident_key(cred)
-    incident = s.scalar(select(Incident).where(Incident.dedup_key == key, Incident.status != "resolved"))
-    if incident is None:
-        incident = Incident(dedup_key=key, environment=cred.environment, severity=Severity.critical.value,
-                            title=f"credential {cred.name} expired")
-        s.add(incident)
-        s.flush()
-        audit(s, SOURCE, "incident.opened", "incident", incident.id, credential=cred.name, version=cred.fingerprint)
+    incident = incidents.find_open(s, key) or incidents.open(
+        s, key, environment=cred.environment, title=f"credential {cred.name} expired",
+        severity=Severity.critical.value, actor=SOURCE, escalate=False, credential=cred.name,
+        version=cred.fingerprint)
     return incident.id
 
 
 def _close_rotated(s: Session, cred: Credential, now: datetime) -> bool:
     """A rotated credential (new version, not expired) resolves the incident its old version opened."""
-    incident = s.scalar(select(Incident).where(Incident.dedup_key == _incident_key(cred),
-                                               Incident.status != "resolved").with_for_update())
-    if incident is None:
-        return False
-    incident.status, incident.closed_at, incident.updated_at = "resolved", now, now
-    incident.next_escalation_at = None
-    audit(s, SOURCE, "incident.resolved", "incident", incident.id, reason="credential rotated",
-          credential=cred.name, version=cred.fingerprint)
-    return True
+    return incidents.close(s, _incident_key(cred), actor=SOURCE, action="incident.resolved", now=now,
+                           reason="credential rotated", credential=cred.name, version=cred.fingerprint) is not None
 
 
 def notify_expiry(s: Session, cred: Credential, now: datetime) -> int | None:

@@ -11,22 +11,13 @@ from sqlalchemy.orm import Session
 from herald import db
 from herald.app import app
 from herald.errors import PoisonMessage
+from herald.flows import FLOWS
 from herald.lanes import is_ops, queue_for
-from herald.models import Approval, EventRow, Incident, Resource, utcnow
+from herald.models import EventRow, Resource, utcnow
 from herald.taskbase import HeraldTask
 from workers.ingest import event_uuid
 
 log = logging.getLogger(__name__)
-
-# Which data field names the resource an event is about, per flow.
-SUBJECTS: dict[str, list[tuple[str, str]]] = {
-    "artifact": [("artifact", "artifact")],
-    "failure": [("flow", "flow"), ("credential", "credential")],
-    "approval": [("artifact", "target"), ("application", "target")],
-    "business": [("topic", "topic")],
-    "credential": [("credential", "credential")],
-    "operations": [("queue", "resource"), ("flow", "resource"), ("application", "resource")],
-}
 
 
 @app.task(base=HeraldTask, name="herald.enrich")
@@ -52,10 +43,12 @@ def _lookup(s: Session, kind: str, name: str, environment: str) -> Resource | No
 
 
 def describe(s: Session, event: EventRow) -> dict[str, Any]:
+    """The owners of the resources the event names, its environment, and what its flow adds (herald/flows.py)."""
+    spec = FLOWS[event.flow]
     data = event.data
     owners: list[str] = []
     resources: list[dict[str, Any]] = []
-    for kind, field in SUBJECTS.get(event.flow, []):
+    for kind, field in spec.subjects:
         name = data.get(field)
         if not name:
             continue
@@ -68,26 +61,5 @@ def describe(s: Session, event: EventRow) -> dict[str, Any]:
         "resources": resources,
         "environment": {"name": event.environment, "production": event.environment == "prod"},
     }
-    if event.flow == "credential" and data.get("owner") and data["owner"] not in owners:
-        owners.append(str(data["owner"]))  # the inventory's own owner, for credentials not in the directory
-    if event.flow == "approval":
-        enrichment["requester"] = data["requester"]
-    if event.flow == "response":
-        # Answers go back to the audience of what they answer, and to an approval's requester.
-        if data.get("approval_id") is not None:
-            approval = s.get(Approval, data["approval_id"])
-            if approval is not None:
-                origin = s.get(EventRow, approval.event_id)
-                enrichment["requester"] = approval.requester
-                enrichment["approval"] = {"id": approval.id, "status": approval.status,
-                                          "target": approval.target}
-                enrichment["owners"] = (origin.enrichment or {}).get("owners", []) if origin else []
-        if data.get("incident_id") is not None:
-            incident = s.get(Incident, data["incident_id"])
-            if incident is not None:
-                enrichment["incident"] = {"id": incident.id, "status": incident.status,
-                                          "assignee": incident.assignee, "title": incident.title}
-                first = s.scalar(select(EventRow).where(EventRow.incident_id == incident.id)
-                                 .order_by(EventRow.received_at).limit(1))
-                enrichment["owners"] = (first.enrichment or {}).get("owners", []) if first else []
+    spec.audience(s, event, enrichment)
     return enrichment

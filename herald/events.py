@@ -214,9 +214,6 @@ class Event(BaseModel):
     def effective_severity(self) -> Severity:
         return self.severity or EVENT_TYPES[self.type].severity
 
-    def typed_data(self) -> _Data:
-        return EVENT_TYPES[self.type].data.model_validate(self.data)
-
     def dedup_key(self) -> str | None:
         """Flow failures group into one incident by this key (default: flow and environment)."""
         if self.flow is not Flow.failure:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from herald.models import Approval, AuditLog, Delivery, Device, EventRow, Incident, Notification
+from herald.models import Approval, AuditLog, Delivery, Device, DueWork, EventRow, Incident, Notification, Outbox
 from producers import (
     approval_requested,
     artifact_deployed,
@@ -183,8 +183,6 @@ def test_acknowledgement_updates_the_incident(pipeline: Workers) -> None:
     wait_until(lambda: all_done([failure]))
     incident_id = rows(select(Incident.id))[0].id
     # the open incident has its escalation step waiting in Postgres
-    from herald.models import DueWork
-
     assert rows(select(DueWork.kind, DueWork.subject, DueWork.step, DueWork.state)) == [
         ("incident.escalate", str(incident_id), 1, "due")]
     assert rows(select(Incident.next_escalation_at))[0][0] is not None
@@ -240,10 +238,18 @@ def test_an_unacknowledged_incident_escalates_until_someone_acknowledges(workers
     ack = publish(respond("acknowledged", responder=on_call, incident_id=first_data["incident_id"], environment="prod"))
     wait_until(lambda: all_done([ack]))
     level = rows(select(Incident.escalation_level))[0][0]
-    import time
-
-    time.sleep(3)
-    # each level paged exactly once, and nothing escalated after the acknowledgement
+    # then nothing is left that could escalate it (its steps are cancelled, none is running: a tick's claim
+    # commits with its step), and once every page already sent has gone through the pipeline ...
+    wait_until(pipeline_settled, message="every published event ingested and done")
+    assert rows(select(DueWork.step, DueWork.state).where(DueWork.state == "due")) == []
+    # ... each level paged exactly once, and nothing escalated after the acknowledgement
     assert rows(select(Incident.escalation_level))[0][0] == level
     assert sorted(data["level"] for _, data in escalations()) == list(range(1, level + 1))
     assert all_done([failure])
+
+
+def pipeline_settled() -> bool:
+    """Every event published so far (through the outbox) was ingested, and each has gone through the pipeline."""
+    if rows(select(Outbox.id).where(Outbox.ingested_at.is_(None))):
+        return False
+    return all_done([r.id for r in rows(select(EventRow.id))])

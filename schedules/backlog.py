@@ -14,7 +14,6 @@ into the run summary that ``herald status`` shows.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +35,7 @@ SOURCE = "herald/sweep.backlog"
 def scan_queues(s: Session, now: datetime, queues: list[str], broker_url: str | None = None) -> dict[str, Any]:
     settings = get_settings()
     # The broker's clock and ours are the same machine's or NTP-close; ages use Unix time like the stamps.
-    stats = queue_stats(queues, broker_url=broker_url, now=time.time())
+    stats = queue_stats(queues, broker_url=broker_url, now=now.timestamp())
     out: dict[str, Any] = {}
     for q in stats:
         observe(s, "queue_backlog", q.queue, q.depth, settings.backlog_depth_threshold, now=now,
@@ -87,6 +86,10 @@ def _scan(s: Session, now: datetime, queues: list[str], broker_url: str | None) 
 
 def scan_backlog(now: datetime | None = None, *, queues: list[str] | None = None, broker_url: str | None = None,
                  min_gap_s: float = 0.0) -> Summary | None:
-    """Run the scan once (None when another copy holds the lock). ``now`` simulates the time."""
+    """Run the scan once (None when another copy holds the lock).
+
+    ``now`` (default: the present) is the time every measure is taken at, the age of the queued messages
+    included, so a test can move it forward instead of sleeping.
+    """
     return run_exclusive(SWEEP, lambda s: _scan(s, now or utcnow(), list(queues or QUEUES), broker_url),
                          min_gap_s=min_gap_s)

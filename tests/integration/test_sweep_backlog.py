@@ -6,7 +6,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from celery import Celery
@@ -38,6 +38,11 @@ def fast_clear(env: Env) -> Env:
     return env
 
 
+def later(t: datetime, seconds: float) -> datetime:
+    """The scan's clock moved forward (the conditions' delays and the messages' ages alike), instead of a sleep."""
+    return t + timedelta(seconds=seconds)
+
+
 def ops_events(resource: str | None = None) -> Counter[str]:
     with db.session() as s:
         envelopes = [o.envelope for o in s.scalars(select(Outbox))]
@@ -58,22 +63,22 @@ def test_redis_backlog_built_by_a_paused_pool_raises_once_and_clears_once_after_
     # given the ingest pool is not running (paused) while 40 events are published
     for i in range(40):
         publish(flow_failed(f"flow-{i}", environment="prod"))
-    time.sleep(1.2)  # the oldest message gets older than its 1 s threshold
-    # when the scan runs, twice
-    first = scan_backlog(queues=["ingest"])
-    scan_backlog(queues=["ingest"])
+    t = utcnow()
+    # when the scan runs, twice, 1.2 s later: the oldest message is older than its 1 s threshold
+    first = scan_backlog(later(t, 1.2), queues=["ingest"])
+    scan_backlog(later(t, 1.3), queues=["ingest"])
     # then backlog and delay were each raised once, on the ingest queue
     assert first is not None and first["queues"]["ingest"]["waiting"] >= 40
     assert ops_events("ingest") == {"ops.queue_backlog": 1, "ops.processing_delayed": 1}
     # when the pool comes back and drains the queue
     workers.start("all")
     wait_until(lambda: queue_stats(["ingest"])[0].depth == 0, timeout_s=90, message="ingest drained")
-    scan_backlog(queues=["ingest"])
-    # then nothing clears at once: it must stay under for the clearing delay
+    t = utcnow()
+    scan_backlog(t, queues=["ingest"])
+    # then nothing clears at once: it must stay under for the clearing delay (1.5 s)
     assert ops_events("ingest") == {"ops.queue_backlog": 1, "ops.processing_delayed": 1}
-    time.sleep(1.6)
-    scan_backlog(queues=["ingest"])
-    scan_backlog(queues=["ingest"])
+    scan_backlog(later(t, 1.6), queues=["ingest"])
+    scan_backlog(later(t, 1.7), queues=["ingest"])
     # then each clears exactly once
     assert ops_events("ingest") == {"ops.queue_backlog": 1, "ops.processing_delayed": 1,
                                     "ops.queue_backlog_cleared": 1, "ops.processing_delayed_cleared": 1}
@@ -83,7 +88,7 @@ def test_redis_backlog_built_by_a_paused_pool_raises_once_and_clears_once_after_
                    if o.envelope["type"] == "ops.queue_backlog_cleared"][0]
     assert cleared["data"]["metric"] == "depth" and cleared["data"]["threshold"] == 20
     # and the scan reports the recent throughput of the queues it drained
-    last = scan_backlog(queues=["ingest"])
+    last = scan_backlog(later(t, 1.8), queues=["ingest"])
     assert last is not None and last["throughput"]["per_queue_per_min"]["ingest"] >= 40
 
 
@@ -91,15 +96,16 @@ def test_a_value_hovering_around_the_threshold_does_not_flap(clean: None, fast_c
     # given a backlog raised, then back under for less than the clearing delay, then over again
     for i in range(25):
         publish(flow_failed(f"flow-{i}", environment="prod"))
-    scan_backlog(queues=["ingest"])
+    t = utcnow()
+    scan_backlog(t, queues=["ingest"])
     from tests.integration.conftest import clear_broker
 
     clear_broker()
-    scan_backlog(queues=["ingest"])
+    scan_backlog(later(t, 0.1), queues=["ingest"])
     for i in range(25):
         publish(flow_failed(f"again-{i}", environment="prod"))
-    time.sleep(1.6)
-    scan_backlog(queues=["ingest"])
+    # (past the clearing delay since it went under, but over again)
+    scan_backlog(later(t, 1.7), queues=["ingest"])
     # then it was raised once and never cleared
     assert ops_events("ingest")["ops.queue_backlog"] == 1
     assert ops_events("ingest")["ops.queue_backlog_cleared"] == 0
@@ -113,10 +119,10 @@ def test_rabbitmq_backlog_raises_once_and_clears_once(clean: None, fast_clear: E
     try:
         for i in range(30):
             sender.send_task("herald.ingest", args=[{"n": i}], queue=queue)
-        time.sleep(1.2)
-        # when the scan runs, twice
-        first = scan_backlog(queues=[queue], broker_url=AMQP_URL)
-        scan_backlog(queues=[queue], broker_url=AMQP_URL)
+        t = utcnow()
+        # when the scan runs, twice, 1.2 s later: the oldest message is older than its 1 s threshold
+        first = scan_backlog(later(t, 1.2), queues=[queue], broker_url=AMQP_URL)
+        scan_backlog(later(t, 1.3), queues=[queue], broker_url=AMQP_URL)
         # then it saw the depth and the age, and raised each once; peeking left the messages in place
         assert first is not None
         assert first["queues"][queue]["waiting"] == 30 and first["queues"][queue]["oldest_age_s"] >= 1
@@ -130,10 +136,10 @@ def test_rabbitmq_backlog_raises_once_and_clears_once(clean: None, fast_clear: E
                 assert HEADER in message.headers
                 message.ack()
             simple.close()
-        scan_backlog(queues=[queue], broker_url=AMQP_URL)
-        time.sleep(1.6)
-        scan_backlog(queues=[queue], broker_url=AMQP_URL)
-        scan_backlog(queues=[queue], broker_url=AMQP_URL)
+        t = utcnow()
+        scan_backlog(t, queues=[queue], broker_url=AMQP_URL)
+        scan_backlog(later(t, 1.6), queues=[queue], broker_url=AMQP_URL)
+        scan_backlog(later(t, 1.7), queues=[queue], broker_url=AMQP_URL)
         # then each condition cleared once
         assert ops_events(queue) == {"ops.queue_backlog": 1, "ops.processing_delayed": 1,
                                      "ops.queue_backlog_cleared": 1, "ops.processing_delayed_cleared": 1}

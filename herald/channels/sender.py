@@ -21,10 +21,11 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from herald.channels import runtime
-from herald.channels.gate import Gate, make_gate
+from herald.channels.gate import Gate, Lease, make_gate
 from herald.channels.types import Message, Outcome, Result
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,59 @@ class _Host:
     wait_s: float | None = None  # the deferred targets' wait, when something else than its circuit decides
     open_s: float = 0.0
 
+    def count(self, message: Message, result: Result, threshold: int) -> Result:
+        """Count one result: ``threshold`` "down" answers in a row stop the host, and so does its probe
+        getting none (that result is marked as the probe, not counted as the target's attempt)."""
+        if not is_down(result):
+            if result.outcome != "deferred":
+                self.answered += 1
+                self.down_run = 0
+            return result
+        self.down += 1
+        self.down_run += 1
+        if message is self.probe:
+            self.stopped = True
+            return replace(result, probe=True, reason=provider_text(
+                f"circuit probe, not counted as an attempt: {result.reason}", MAX_REASON_CHARS))
+        if self.down_run >= threshold:
+            self.stopped = True
+        return result
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One :meth:`ProviderChannel.send_all` call: its messages by provider host, and the results so far."""
+
+    host_name: Callable[[Message], str]
+    hosts: dict[str, _Host] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, messages: list[Message], host_name: Callable[[Message], str]) -> _Batch:
+        batch = cls(host_name)
+        for message in messages:
+            batch.hosts.setdefault(host_name(message), _Host()).messages.append(message)
+        return batch
+
+    def host(self, message: Message) -> _Host:
+        return self.hosts[self.host_name(message)]
+
+    def sendable(self, messages: list[Message]) -> list[Message]:
+        """The messages whose host is not stopped."""
+        return [m for m in messages if not self.host(m).stopped]
+
+    def stop_all(self, wait_s: float) -> None:
+        """The provider asked every request to wait (a provider-wide Retry-After)."""
+        for host in self.hosts.values():
+            host.stopped, host.wait_s = True, wait_s
+
+    def stop(self, messages: list[Message], wait_s: float) -> None:
+        """No slot within :data:`MAX_WAIT_S`: these messages' hosts stop, their targets wait ``wait_s``."""
+        for message in messages:
+            host = self.host(message)
+            host.stopped = True
+            host.wait_s = wait_s if host.wait_s is None else max(host.wait_s, wait_s)
+
 
 class ProviderChannel:
     """Base of the provider channels: ``send`` is the channel interface, ``send_one`` the provider's."""
@@ -156,110 +210,119 @@ class ProviderChannel:
         return results
 
     async def send_all(self, messages: list[Message]) -> list[Result]:
+        """Send in two waves: the hosts whose circuit lets them (one probe alone for a half-open one),
+        then the rest of a probed host that answered, and what waited for slots; defer the unsent."""
         await self.open()
-        results: list[Result] = []
-        hosts: dict[str, _Host] = {}
-        for message in messages:
-            hosts.setdefault(self.host(message), _Host()).messages.append(message)
+        batch = _Batch.of(messages, self.host)
+        unsent = await self._send_wave(self._check_circuits(batch), batch)
+        unsent += self._after_probes(batch)
+        await self._send_wave(batch.sendable(unsent), batch)
+        done = {r.delivery_id for r in batch.results}
+        self._report_circuits(batch, done)
+        self._wait_out_probes(batch, messages)
+        return batch.results + self._defer_unsent(batch, messages, done)
+
+    def _check_circuits(self, batch: _Batch) -> list[Message]:
+        """Ask each host's circuit; returns the first wave (an open host's targets are deferred)."""
         first: list[Message] = []
-        for name, host in hosts.items():
+        for name, host in batch.hosts.items():
             circuit = self.gate.check(name)
             if circuit.state == "open":
                 host.stopped, host.wait_s = True, max(circuit.wait_s, 0.2)
-                continue
-            if circuit.state == "probe":
+            elif circuit.state == "probe":
                 # Half-open: one target alone, the one with the fewest attempts (never always the same one).
                 host.probe = min(host.messages, key=lambda m: (m.target.attempt, random.random()))
                 first.append(host.probe)
             else:
                 first.extend(host.messages)
-        pending = await self._send_wave(first, hosts, results)
-        for host in hosts.values():
-            if host.probe is not None and not host.stopped:
-                pending.extend(m for m in host.messages if m is not host.probe)
-        pending += await self._send_wave([m for m in pending if not hosts[self.host(m)].stopped], hosts, results)
-        done = {r.delivery_id for r in results}
-        for name, host in hosts.items():
+        return first
+
+    @staticmethod
+    def _after_probes(batch: _Batch) -> list[Message]:
+        """The rest of each probed host whose probe was answered."""
+        return [m for host in batch.hosts.values() if host.probe is not None and not host.stopped
+                for m in host.messages if m is not host.probe]
+
+    def _report_circuits(self, batch: _Batch, done: set[int]) -> None:
+        """Tell each host's circuit what it answered (an unsent probe hands the probe to another batch)."""
+        for name, host in batch.hosts.items():
             if host.probe is not None and host.probe.target.delivery_id not in done:
                 self.gate.release_probe(name)  # no slot for the probe: another batch probes
             elif host.answered or host.down or host.probe is not None:
                 host.open_s = self.gate.report(name, answered=host.answered, down=host.down,
                                                probe=host.probe is not None)
+
+    @staticmethod
+    def _wait_out_probes(batch: _Batch, messages: list[Message]) -> None:
+        """An unanswered probe is pending again once the circuit's next open period is over."""
         by_id = {m.target.delivery_id: m for m in messages}
-        for i, result in enumerate(results):
-            if result.probe:  # pending again once the circuit's next open period is over
-                results[i] = replace(result, retry_after_s=max(hosts[self.host(by_id[result.delivery_id])].open_s, 1.0))
+        for i, result in enumerate(batch.results):
+            if result.probe:
+                open_s = batch.host(by_id[result.delivery_id]).open_s
+                batch.results[i] = replace(result, retry_after_s=max(open_s, 1.0))
+
+    def _defer_unsent(self, batch: _Batch, messages: list[Message], done: set[int]) -> list[Result]:
+        """Never sent: back to pending without spending an attempt."""
+        deferred = []
         for message in messages:
             if message.target.delivery_id in done:
                 continue
-            # Never sent: back to pending without spending an attempt.
-            host = hosts[self.host(message)]
+            host = batch.host(message)
             wait = host.wait_s if host.wait_s is not None else max(host.open_s, 1.0)
-            results.append(Result(message.target.delivery_id, "deferred", None,
-                                  f"not sent: {self.name} asked to wait or looks down", None, wait))
-        return results
+            deferred.append(Result(message.target.delivery_id, "deferred", None,
+                                   f"not sent: {self.name} asked to wait or looks down", None, wait))
+        return deferred
 
-    async def _send_wave(self, messages: list[Message], hosts: dict[str, _Host], results: list[Result]
-                         ) -> list[Message]:
-        """Send concurrently within the gate's limit; returns what was left unsent (a wait too long)."""
-        threshold = self.gate.circuit_failures
-
-        async def one(message: Message) -> None:
-            host = hosts[self.host(message)]
-            try:
-                result, rule = await self.send_one(message)
-            except Exception as exc:  # noqa: BLE001 - one bad target never fails the batch
-                log.exception("%s: unexpected error sending delivery %s", self.name, message.target.delivery_id)
-                result, rule = Result(message.target.delivery_id, "transient", None,
-                                      f"herald error: {type(exc).__name__}: {provider_text(str(exc))}"), None
-            if is_down(result):
-                host.down += 1
-                host.down_run += 1
-                if message is host.probe:
-                    host.stopped = True
-                    result = replace(result, probe=True, reason=provider_text(
-                        f"circuit probe, not counted as an attempt: {result.reason}", MAX_REASON_CHARS))
-                elif host.down_run >= threshold:
-                    host.stopped = True
-            elif result.outcome != "deferred":
-                host.answered += 1
-                host.down_run = 0
-            results.append(result)
-            if rule is not None and rule.provider_wide and result.retry_after_s:
-                self.gate.block_for(result.retry_after_s)
-                for h in hosts.values():
-                    h.stopped, h.wait_s = True, result.retry_after_s
-
-        async def lane(chunk: list[Message], lease: object) -> None:
-            try:
-                await asyncio.gather(*(one(m) for m in chunk))
-            finally:
-                self.gate.release(lease)  # type: ignore[arg-type]
-
+    async def _send_wave(self, messages: list[Message], batch: _Batch) -> list[Message]:
+        """Send concurrently within the gate's limit, a lease of slots per lane; returns what was left
+        unsent (its host stopped, or no slot within :data:`MAX_WAIT_S`)."""
         lanes: list[asyncio.Task[None]] = []
         queue = list(messages)
         index = 0
         while index < len(queue):
-            queue[index:] = [m for m in queue[index:] if not hosts[self.host(m)].stopped]
+            queue[index:] = batch.sendable(queue[index:])
             if index >= len(queue):
                 break
             lease, wait_s = self.gate.acquire(min(CHUNK, len(queue) - index))
             if lease is None:
                 if wait_s > MAX_WAIT_S:
-                    for message in queue[index:]:
-                        host = hosts[self.host(message)]
-                        host.stopped = True
-                        host.wait_s = wait_s if host.wait_s is None else max(host.wait_s, wait_s)
+                    batch.stop(queue[index:], wait_s)
                     break
                 await asyncio.sleep(wait_s)
                 continue
             chunk = queue[index:index + lease.count]
             index += len(chunk)
-            lanes.append(asyncio.create_task(lane(chunk, lease)))
+            lanes.append(asyncio.create_task(self._send_lane(chunk, lease, batch)))
             await asyncio.sleep(0)  # let the lane start before asking for the next lease
         if lanes:
             await asyncio.gather(*lanes)
         return queue[index:]
+
+    async def _send_lane(self, chunk: list[Message], lease: Lease, batch: _Batch) -> None:
+        try:
+            await asyncio.gather(*(self._send_counted(m, batch) for m in chunk))
+        finally:
+            self.gate.release(lease)
+
+    async def _send_counted(self, message: Message, batch: _Batch) -> None:
+        """Send one message, count its result against its host, honour a provider-wide wait."""
+        host = batch.host(message)
+        result, rule = await self._send_guarded(message)
+        result = host.count(message, result, self.gate.circuit_failures)
+        batch.results.append(result)
+        if rule is not None and rule.provider_wide and result.retry_after_s:
+            self.gate.block_for(result.retry_after_s)
+            batch.stop_all(result.retry_after_s)
+
+    async def _send_guarded(self, message: Message) -> tuple[Result, Rule | None]:
+        """:meth:`send_one`, with herald's own error as a transient result: one bad target never fails
+        the batch."""
+        try:
+            return await self.send_one(message)
+        except Exception as exc:
+            log.exception("%s: unexpected error sending delivery %s", self.name, message.target.delivery_id)
+            return Result(message.target.delivery_id, "transient", None,
+                          f"herald error: {type(exc).__name__}: {provider_text(str(exc))}"), None
 
     def alert_auth(self, reason: str, count: int) -> None:
         """Raise one ``ops.processing_delayed`` event through herald itself (tokens are kept)."""
@@ -281,7 +344,7 @@ class ProviderChannel:
                                environment="prod", idempotency_key=f"herald-auth-{self.name}-{bucket}",
                                source="herald/deliver"))
             log.error("%s refused herald's credentials (%d targets): %s", self.name, count, reason)
-        except Exception:  # noqa: BLE001 - the alert must never fail the batch it reports on
+        except Exception:  # the alert must never fail the batch it reports on
             log.exception("could not publish the auth alert for %s", self.name)
 
 

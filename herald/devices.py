@@ -158,6 +158,23 @@ def _domain_name(host: str) -> bool:
 def check_endpoint(endpoint: Any, *, allow_loopback: bool | None = None) -> str:
     """Refuse an endpoint herald must not POST to; returns its host. Also called at send time."""
     loopback_ok = _allow_loopback(allow_loopback)
+    scheme, host = _endpoint_url(endpoint)
+    ip = _ip(host)
+    if _is_loopback(host, ip):
+        if not loopback_ok:
+            raise InvalidDevice("the endpoint points at this machine (loopback); "
+                                "HERALD_WEBPUSH_ALLOW_LOOPBACK allows it for local fakes")
+        return host  # http too: the local fakes speak plain HTTP
+    if scheme != "https":
+        raise InvalidDevice("the endpoint must be an https URL")
+    if ip is not None and not address_allowed(ip, allow_loopback=loopback_ok):
+        raise InvalidDevice(f"the endpoint address {host} is not public (private, link-local, multicast "
+                            "or reserved)")
+    return host
+
+
+def _endpoint_url(endpoint: Any) -> tuple[str, str]:
+    """The endpoint's scheme and host, once it is a plain http(s) URL with a host and no user name."""
     if not isinstance(endpoint, str) or not endpoint:
         raise InvalidDevice("a Web Push subscription needs an endpoint URL")
     if len(endpoint) > MAX_ENDPOINT_CHARS or any(ord(c) < 0x21 or ord(c) == 0x7F for c in endpoint):
@@ -165,7 +182,7 @@ def check_endpoint(endpoint: Any, *, allow_loopback: bool | None = None) -> str:
     try:
         parts = urlsplit(endpoint)
         host = (parts.hostname or "").rstrip(".")
-        parts.port  # noqa: B018 - raises ValueError for a bad port
+        _ = parts.port  # reading it raises ValueError for a bad port
     except ValueError:
         raise InvalidDevice("the endpoint is not a valid URL") from None
     if parts.scheme not in ("https", "http"):
@@ -174,24 +191,19 @@ def check_endpoint(endpoint: Any, *, allow_loopback: bool | None = None) -> str:
         raise InvalidDevice("the endpoint must not carry a user name or password")
     if not host:
         raise InvalidDevice("the endpoint has no host")
-    loopback = host == "localhost" or host.endswith(".localhost")
-    ip = _ip(host)
+    return parts.scheme, host
+
+
+def _is_loopback(host: str, ip: IP | None) -> bool:
+    """Whether the host names this machine; refuses a host that is neither a domain name nor an IP address."""
     if ip is not None:
-        loopback = _unmapped(ip).is_loopback
-    elif not loopback and not _domain_name(host):
+        return _unmapped(ip).is_loopback
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    if not _domain_name(host):
         # "127.1", "2130706433" or "0x7f.0.0.1" would resolve to addresses the rules below never saw.
         raise InvalidDevice(f"the endpoint host {host!r} is not a domain name or an IP address")
-    if loopback:
-        if not loopback_ok:
-            raise InvalidDevice("the endpoint points at this machine (loopback); "
-                                "HERALD_WEBPUSH_ALLOW_LOOPBACK allows it for local fakes")
-        return host  # http too: the local fakes speak plain HTTP
-    if parts.scheme != "https":
-        raise InvalidDevice("the endpoint must be an https URL")
-    if ip is not None and not address_allowed(ip, allow_loopback=loopback_ok):
-        raise InvalidDevice(f"the endpoint address {host} is not public (private, link-local, multicast "
-                            "or reserved)")
-    return host
+    return False
 
 
 def check_address(address: str, *, allow_loopback: bool | None = None) -> None:

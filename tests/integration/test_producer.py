@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from typing import cast
 
@@ -28,6 +27,11 @@ def queued(queue: str = "ingest") -> int:
     return cast(int, redis.Redis.from_url(REDIS_URL).llen(f"{SESSION}:{queue}"))
 
 
+def unacknowledged() -> int:
+    """Messages a worker took and has not acknowledged yet (kombu's Redis transport keeps them in one hash)."""
+    return cast(int, redis.Redis.from_url(REDIS_URL).hlen(f"{SESSION}:unacked"))
+
+
 def test_same_idempotency_key_twice_is_one_event(workers: Workers, sample_directory: None) -> None:
     workers.start("all", concurrency=2, kind="threads")
     first = publish(artifact_deployed("orders-api", kind="api", environment="test", idempotency_key="deploy-77"))
@@ -38,7 +42,8 @@ def test_same_idempotency_key_twice_is_one_event(workers: Workers, sample_direct
     (stored,) = rows(select(EventRow.id, EventRow.idempotency_key))
     assert stored.idempotency_key == "deploy-77" and stored.id in (first, again)
     wait_until(lambda: all_done([stored.id]))
-    time.sleep(1)  # let a late duplicate land, if there were one
+    # and once every message was handled (acknowledged: the second copy's ingest ran to its end too), still one
+    wait_until(lambda: queued() == 0 and unacknowledged() == 0, message="every message acknowledged")
     assert len(rows(select(EventRow.id))) == 1
 
 

@@ -8,6 +8,7 @@ People own it as a YAML file, reviewed in git like Alertmanager's routing tree:
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -272,65 +273,96 @@ def load(path: Path | str) -> DirectorySpec:
     return spec
 
 
-def _cross_check(spec: DirectorySpec, at: Any) -> list[str]:
-    problems: list[str] = []
+def _cross_check(spec: DirectorySpec, at: Callable[[tuple[Any, ...]], str]) -> list[str]:
+    """What no single section can check: duplicate ids and devices, and every reference between sections."""
+    return _CrossCheck(spec, at).run()
 
-    def dupes(kind: str, ids: list[str]) -> None:
+
+class _CrossCheck:
+    """The references between the file's sections, each problem with its line (``at``) and field."""
+
+    def __init__(self, spec: DirectorySpec, at: Callable[[tuple[Any, ...]], str]) -> None:
+        self.spec, self.at = spec, at
+        self.problems: list[str] = []
+        self.people = {p.id for p in spec.people}
+        self.teams = {t.id for t in spec.teams}
+        self.rotations = {r.id for r in spec.rotations}
+
+    def run(self) -> list[str]:
+        self.duplicate_ids("people", [p.id for p in self.spec.people])
+        self.duplicate_ids("teams", [t.id for t in self.spec.teams])
+        self.duplicate_ids("rotations", [r.id for r in self.spec.rotations])
+        self.duplicate_ids("routes", [r.id for r in self.spec.routes])
+        self.duplicate_devices()
+        self.team_members()
+        self.rotation_references()
+        self.resource_owners()
+        self.route_references()
+        return self.problems
+
+    def problem(self, loc: tuple[Any, ...], text: str, *, key: str | None = None) -> None:
+        """One problem at ``loc``'s line; ``key`` names a field of that item (the item's line is kept)."""
+        where = _where(loc) if key is None else f"{_where(loc)}.{key}"
+        self.problems.append(f"{self.at(loc)}: {where}: {text}")
+
+    def person(self, loc: tuple[Any, ...], pid: str) -> None:
+        if pid not in self.people:
+            self.problem(loc, f"unknown person {pid!r}")
+
+    def owner(self, loc: tuple[Any, ...], ref: str) -> None:
+        kind, _, name = ref.partition(":")
+        if kind == "team" and name in self.teams or kind == "person" and name in self.people:
+            return
+        self.problem(loc, f"unknown owner {ref!r} (write team:ID or person:ID)")
+
+    def duplicate_ids(self, kind: str, ids: list[str]) -> None:
         seen: set[str] = set()
         for index, item in enumerate(ids):
             if item in seen:
-                problems.append(f"{at((kind, index, 'id'))}: {kind}[{index}].id: duplicate id {item!r}")
+                self.problem((kind, index, "id"), f"duplicate id {item!r}")
             seen.add(item)
 
-    people = {p.id for p in spec.people}
-    teams = {t.id for t in spec.teams}
-    rotations = {r.id for r in spec.rotations}
-    dupes("people", [p.id for p in spec.people])
-    dupes("teams", [t.id for t in spec.teams])
-    dupes("rotations", [r.id for r in spec.rotations])
-    dupes("routes", [r.id for r in spec.routes])
+    def duplicate_devices(self) -> None:
+        """One device (channel and address) named twice, for one person or two."""
+        first: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for i, p in enumerate(self.spec.people):
+            for j, d in enumerate(p.devices):
+                key, loc = (d.channel, d.address()[1]), ("people", i, "devices", j)
+                if key in first:
+                    self.problem(loc, f"same device as {_where(first[key])}")
+                first[key] = loc
 
-    def person(loc: tuple[Any, ...], pid: str) -> None:
-        if pid not in people:
-            problems.append(f"{at(loc)}: {_where(loc)}: unknown person {pid!r}")
+    def team_members(self) -> None:
+        for i, t in enumerate(self.spec.teams):
+            for j, member in enumerate(t.members):
+                self.person(("teams", i, "members", j), member)
 
-    def owner(loc: tuple[Any, ...], ref: str) -> None:
-        kind, _, name = ref.partition(":")
-        if kind == "team" and name in teams or kind == "person" and name in people:
-            return
-        problems.append(f"{at(loc)}: {_where(loc)}: unknown owner {ref!r} (write team:ID or person:ID)")
+    def rotation_references(self) -> None:
+        for i, r in enumerate(self.spec.rotations):
+            for j, member in enumerate(r.members):
+                self.person(("rotations", i, "members", j), member)
+            if r.team is not None and r.team not in self.teams:
+                self.problem(("rotations", i, "team"), f"unknown team {r.team!r}")
 
-    tokens: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for i, p in enumerate(spec.people):
-        for j, d in enumerate(p.devices):
-            key = (d.channel, d.address()[1])
-            if key in tokens:
-                problems.append(f"{at(('people', i, 'devices', j))}: people[{i}].devices[{j}]: "
-                                f"same device as {_where(tokens[key])}")
-            tokens[key] = ("people", i, "devices", j)
-    for i, t in enumerate(spec.teams):
-        for j, member in enumerate(t.members):
-            person(("teams", i, "members", j), member)
-    for i, r in enumerate(spec.rotations):
-        for j, member in enumerate(r.members):
-            person(("rotations", i, "members", j), member)
-        if r.team is not None and r.team not in teams:
-            problems.append(f"{at(('rotations', i, 'team'))}: rotations[{i}].team: unknown team {r.team!r}")
-    for i, res in enumerate(spec.resources):
-        for j, ref in enumerate(res.owners):
-            owner(("resources", i, "owners", j), ref)
-    for i, route in enumerate(spec.routes):
-        for j, rcpt in enumerate(route.recipients):
-            loc = ("routes", i, "recipients", j)
-            if rcpt.team is not None and rcpt.team not in teams:
-                problems.append(f"{at(loc)}: {_where(loc)}.team: unknown team {rcpt.team!r}")
-            if rcpt.person is not None:
-                person((*loc, "person"), rcpt.person)
-            if rcpt.on_call is not None and rcpt.on_call not in rotations:
-                problems.append(f"{at(loc)}: {_where(loc)}.on_call: unknown rotation {rcpt.on_call!r}")
-        for j, ref in enumerate(route.match.owners or []):
-            owner(("routes", i, "match", "owners", j), ref)
-    return problems
+    def resource_owners(self) -> None:
+        for i, res in enumerate(self.spec.resources):
+            for j, ref in enumerate(res.owners):
+                self.owner(("resources", i, "owners", j), ref)
+
+    def route_references(self) -> None:
+        for i, route in enumerate(self.spec.routes):
+            for j, rcpt in enumerate(route.recipients):
+                self.recipient(("routes", i, "recipients", j), rcpt)
+            for j, ref in enumerate(route.match.owners or []):
+                self.owner(("routes", i, "match", "owners", j), ref)
+
+    def recipient(self, loc: tuple[Any, ...], rcpt: RecipientSpec) -> None:
+        if rcpt.team is not None and rcpt.team not in self.teams:
+            self.problem(loc, f"unknown team {rcpt.team!r}", key="team")
+        if rcpt.person is not None:
+            self.person((*loc, "person"), rcpt.person)
+        if rcpt.on_call is not None and rcpt.on_call not in self.rotations:
+            self.problem(loc, f"unknown rotation {rcpt.on_call!r}", key="on_call")
 
 
 # --- applying ------------------------------------------------------------------------------
@@ -344,18 +376,32 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
     their token to another person. Applying never revives a device a provider or a person
     deactivated, and leaves an unchanged device as it is (herald/devices.py, ``by="directory"``).
     """
-    now = utcnow()
     for model in (TeamMember, Subscription, Route, Resource, Rotation):
         db.execute(delete(model))
     db.flush()
-    file_people = {p.id for p in spec.people}
-    existing = set(db.scalars(select(Person.id)))
-    gone = existing - file_people
+    gone = _deactivate_people_gone(spec, db)
+    db.execute(delete(Team))
+    device_count = _apply_people(spec, db)
+    _apply_teams(spec, db)
+    _apply_routing(spec, db)
+    db.flush()
+    return {"people": len(spec.people), "teams": len(spec.teams), "rotations": len(spec.rotations),
+            "resources": len(spec.resources), "routes": len(spec.routes), "devices": device_count,
+            "deactivated_people": len(gone)}
+
+
+def _deactivate_people_gone(spec: DirectorySpec, db: Session) -> set[str]:
+    """Deactivate the people no longer in the file, and their active devices; returns their ids."""
+    gone = set(db.scalars(select(Person.id))) - {p.id for p in spec.people}
     if gone:
         db.execute(update(Person).where(Person.id.in_(gone)).values(active=False))
         db.execute(update(Device).where(Device.person_id.in_(gone), Device.active.is_(True))
-                   .values(active=False, deactivated_at=now, deactivated_reason=devices.PERSON_REMOVED))
-    db.execute(delete(Team))
+                   .values(active=False, deactivated_at=utcnow(), deactivated_reason=devices.PERSON_REMOVED))
+    return gone
+
+
+def _apply_people(spec: DirectorySpec, db: Session) -> int:
+    """The file's people, their devices and subscriptions; returns how many devices the file names."""
     for p in spec.people:
         db.merge(Person(id=p.id, name=p.name, email=p.email, timezone=p.timezone,
                         quiet_hours=list(p.quiet_hours) if p.quiet_hours else None,
@@ -370,12 +416,20 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
             device_count += 1
         for topic in dict.fromkeys(p.subscriptions):
             db.add(Subscription(person_id=p.id, topic=topic))
+    return device_count
+
+
+def _apply_teams(spec: DirectorySpec, db: Session) -> None:
     for t in spec.teams:
         db.add(Team(id=t.id, name=t.name or t.id))
     db.flush()
     for t in spec.teams:
         for member in dict.fromkeys(t.members):
             db.add(TeamMember(team_id=t.id, person_id=member))
+
+
+def _apply_routing(spec: DirectorySpec, db: Session) -> None:
+    """Rotations, resources and routes (the routes keep the file's order)."""
     for r in spec.rotations:
         db.add(Rotation(id=r.id, team_id=r.team, members=r.members, shift_hours=r.shift_hours,
                         starts_at=r.starts_at))
@@ -386,10 +440,6 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
         db.add(Route(id=route.id, position=position, match=route.match.model_dump(exclude_none=True),
                      recipients=[r.model_dump(exclude_none=True) for r in route.recipients],
                      channels=route.channels, ids_only=route.ids_only, continue_=route.continue_))
-    db.flush()
-    return {"people": len(spec.people), "teams": len(spec.teams), "rotations": len(spec.rotations),
-            "resources": len(spec.resources), "routes": len(spec.routes), "devices": device_count,
-            "deactivated_people": len(gone)}
 
 
 def register_device(db: Session, *, person_id: str, channel: str, token: str, token_kind: str = "token",
@@ -437,7 +487,5 @@ def route_matches(route: Route, *, event_type: str, environment: str, severity: 
         return False
     if match.get("owners") is not None and not set(match["owners"]) & set(owners):
         return False
-    if match.get("topics") is not None:
-        if topic is None or not any(fnmatch.fnmatchcase(topic, p) for p in match["topics"]):
-            return False
-    return True
+    topics = match.get("topics")
+    return topics is None or (topic is not None and any(fnmatch.fnmatchcase(topic, p) for p in topics))

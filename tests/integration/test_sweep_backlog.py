@@ -19,8 +19,8 @@ from herald.stamps import HEADER
 from producers import flow_failed, publish
 from schedules.backlog import scan_backlog
 from schedules.queues import amqp_stats, queue_stats
+from tests.builders import Env, env_override
 from tests.integration.conftest import Workers, wait_until
-from tests.integration.test_credentials_inventory import Env, env_override
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 

@@ -16,9 +16,7 @@ from sqlalchemy import select
 from herald import db, inventory
 from herald.models import AuditLog, Credential, CredentialNotice, Incident, Notification, Outbox, Resource
 from schedules.expiry import sweep_credentials
-from tests.integration.conftest import ROOT, Workers, wait_until
-from tests.integration.helpers import rows
-from tests.integration.test_credentials_inventory import (
+from tests.builders import (
     NOW,
     Env,
     env_override,
@@ -28,6 +26,8 @@ from tests.integration.test_credentials_inventory import (
     pem,
     write_pkcs12,
 )
+from tests.integration.conftest import ROOT, Workers, wait_until
+from tests.integration.helpers import rows
 
 
 @pytest.fixture

@@ -31,9 +31,9 @@ from herald.models import (
 from schedules.beat import schedule
 from schedules.purge import purge
 from schedules.runs import run_exclusive
+from tests.builders import Env, env_override, make_cert, pem
 from tests.integration.conftest import DATA_DIR, Workers, wait_until
 from tests.integration.helpers import rows
-from tests.integration.test_credentials_inventory import Env, env_override, make_cert, pem
 
 runner = CliRunner()
 

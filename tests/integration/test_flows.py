@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -37,6 +39,7 @@ def on_call_in(rotation_id: str) -> tuple[str, str]:
     with db.session() as s:
         rotation = s.get_one(Rotation, rotation_id)
         holder = on_call_now(rotation, datetime.now(UTC))
+        assert holder is not None, f"nobody is on call in {rotation_id}"
         return holder, next(m for m in rotation.members if m != holder)
 
 
@@ -222,7 +225,7 @@ def test_an_unacknowledged_incident_escalates_until_someone_acknowledges(workers
     workers.start("all", concurrency=4, kind="threads", beat=True, env=fast)
     failure = publish(flow_failed("orders-to-erp", environment="prod", error="HTTP 502"))
 
-    def escalations() -> list[tuple[object, ...]]:
+    def escalations() -> list[tuple[uuid.UUID, dict[str, Any]]]:
         return rows(select(EventRow.id, EventRow.data).where(EventRow.type == "flow.escalated")
                     .order_by(EventRow.received_at))
 

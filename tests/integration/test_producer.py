@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from herald import db
 from herald.models import EventRow, Outbox
-from producers import InvalidEvent, artifact_deployed, from_cloudevent, make_event, publish
+from producers import InvalidEvent, artifact_deployed, publish
 from tests.integration.conftest import REDIS_URL, ROOT, SESSION, Workers, wait_until
 from tests.integration.helpers import all_done, rows
 
@@ -138,15 +138,6 @@ def test_cli_publish_prints_the_id_or_exits_2_with_one_line(workers: Workers, sa
     sent = [d for n in trace["notifications"] for d in n["deliveries"] if d["status"] == "sent"]
     assert sent and all(d["attempts"][-1]["outcome"] == "sent" for d in sent)
     assert {n["reason"] for n in trace["notifications"]} >= {"route artifact-changes: team:integration-leads"}
-
-
-def test_cloudevents_round_trip() -> None:
-    event = make_event("business.order_submitted", {"topic": "orders.eu", "reference": "PO-1"}, environment="prod",
-                       subject="PO-1", idempotency_key="po-1")
-    body = event.to_cloudevent()
-    assert body["specversion"] == "1.0" and body["idempotencykey"] == "po-1" and body["severity"] == "info"
-    back = from_cloudevent(body)
-    assert back.to_cloudevent() == body and back.id == event.id and back.time == event.time
 
 
 def test_outbox_inside_a_savepoint_is_relayed_after_the_real_commit(clean: None) -> None:

@@ -1,4 +1,5 @@
-"""Bad event input is refused at the edge with a one-line reason: NUL, lone surrogates, deep nesting.
+"""Event input at the edge: bad input refused with a one-line reason (NUL, lone surrogates, deep nesting), and the
+CloudEvents form read back as it was written.
 
 Unit tests: validation runs before anything is sent or written, so no service is needed.
 """
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from cli.main import app as cli
 from herald.errors import InvalidEvent
 from herald.events import MAX_DATA_DEPTH, validate_event
-from producers import publish
+from producers import from_cloudevent, make_event, publish
 
 
 def artifact(**extra: Any) -> dict[str, Any]:
@@ -112,3 +113,12 @@ def test_cli_publish_refuses_with_exit_2_and_one_line(data: str, expected: str) 
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), result.output
+
+
+def test_cloudevents_round_trip() -> None:
+    event = make_event("business.order_submitted", {"topic": "orders.eu", "reference": "PO-1"}, environment="prod",
+                       subject="PO-1", idempotency_key="po-1")
+    body = event.to_cloudevent()
+    assert body["specversion"] == "1.0" and body["idempotencykey"] == "po-1" and body["severity"] == "info"
+    back = from_cloudevent(body)
+    assert back.to_cloudevent() == body and back.id == event.id and back.time == event.time

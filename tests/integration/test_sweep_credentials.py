@@ -215,12 +215,6 @@ def test_owners_get_exactly_one_notification_per_threshold_end_to_end(sample_dir
                message="owner notifications")
 
 
-def test_naive_and_aware_times_compare_in_days_left() -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert inventory.days_left(now + timedelta(days=1, hours=23), now) == 1
-    assert inventory.days_left(now - timedelta(hours=1), now) == -1
-
-
 def test_the_producer_library_declares_credentials(clean: None) -> None:
     from producers import declare_credential
 

@@ -203,3 +203,9 @@ def test_a_declared_list_is_parsed_safely_and_never_echoed(tmp_path: Path) -> No
             inventory.load_declared(path)
         assert expected in caught.value.reason, caught.value.reason
         assert "hunter2" not in caught.value.reason and "root" not in caught.value.reason
+
+
+def test_naive_and_aware_times_compare_in_days_left() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert inventory.days_left(now + timedelta(days=1, hours=23), now) == 1
+    assert inventory.days_left(now - timedelta(hours=1), now) == -1

@@ -1,8 +1,9 @@
 """The fakes registry: one local fake per registered channel (herald/channels/registry.py), by name.
 
 Each entry says which fake stands in for the channel's provider and which settings point herald's
-channel at it (:meth:`FakeProviders.env` adds ``HERALD_<NAME>_BACKEND=provider`` for each). A test
-fails when a registered channel has no fake here.
+channel at it (:meth:`FakeProviders.env` adds ``HERALD_<NAME>_BACKEND=provider`` for each).
+``tests/unit/test_fakes_registry.py`` fails when a registered channel has no fake here. A new fake
+is also started by :class:`devtools.fakes.server.FakeProviders` (its listener and URL).
 """
 
 from __future__ import annotations

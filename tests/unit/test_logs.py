@@ -1,0 +1,83 @@
+"""Log lines cannot be forged: every entry's text is one line, whatever its message or task id holds."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from herald import logs
+
+FORGED = "[2026-01-01 00:00:00,000: INFO/MainProcess] Task herald.ingest[x] succeeded in 0.01s: None"
+ENTRY_START = re.compile(r"^\[\d{4}-\d\d-\d\d ")
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger whose one handler was set up the way Celery's are, then installed."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"))
+    logger = logging.getLogger(f"herald.test_logs.{id(out)}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logs.install(logger)
+    yield logger, out
+    logger.removeHandler(handler)
+
+
+def test_a_newline_in_an_argument_cannot_start_a_new_entry(captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, out = captured
+    logger.warning("flow %s failed", f"orders\n{FORGED}", extra={"event_id": "e1\r\nX"})
+    [line] = out.getvalue().splitlines()
+    assert line.endswith(f"flow orders\\n{FORGED} failed [event_id=e1\\r\\nX]")
+
+
+def test_control_and_bidi_characters_are_escaped_and_tabs_kept(captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, out = captured
+    logger.info("name %s", "\x1b[2J\x1b]0;owned\x07 \u202etxt.exe\u2028next\x85\ttab\u0000")
+    [line] = out.getvalue().splitlines()
+    assert line.endswith("name \\x1b[2J\\x1b]0;owned\\x07 \\u202etxt.exe\\u2028next\\x85\ttab\\x00")
+
+
+def test_a_traceback_keeps_its_lines_but_the_exception_message_is_one_line(
+        captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, out = captured
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError as inner:
+            raise ValueError(f"bad input\n{FORGED}") from inner
+    except ValueError:
+        logger.exception("task failed: %s", "x\ny")
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("task failed: x\\ny")
+    assert lines.count("Traceback (most recent call last):") == 2
+    assert "KeyError: 'inner'" in lines
+    assert "The above exception was the direct cause of the following exception:" in lines
+    assert lines[-1] == f"ValueError: bad input\\n{FORGED}"
+    assert [n for n in lines if ENTRY_START.match(n)] == [lines[0]], "only the entry itself starts like one"
+
+
+def test_the_record_is_left_as_it_was_for_other_handlers(captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, _ = captured
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger.addHandler(Keep())
+    logger.warning("a %s", "b\nc")
+    assert seen[0].getMessage().startswith("a b\nc")
+
+
+def test_installing_twice_wraps_once(captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, out = captured
+    logs.install(logger)
+    logger.warning("tab\tand \\n as text")
+    assert out.getvalue().rstrip("\n").endswith("] tab\tand \\n as text")

@@ -136,18 +136,3 @@ def test_an_ambiguous_or_unknown_prefix_exits_with_a_one_line_reason(clean: None
 
 
 # --- flower listens on loopback unless told otherwise -----------------------------------------------
-
-
-@pytest.mark.parametrize(("args", "address"), [([], "127.0.0.1"), (["--address", "0.0.0.0"], "0.0.0.0")])
-def test_flower_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch, args: list[str], address: str) -> None:
-    from typer.testing import CliRunner
-
-    from cli import main as cli
-    from herald.app import app as celery_app
-
-    started: list[list[str]] = []
-    monkeypatch.setattr(celery_app, "start", started.append)
-    monkeypatch.setenv("HERALD_FLOWER_BASIC_AUTH", "ops:long-random-password")
-    done = CliRunner().invoke(cli.app, ["flower", *args])
-    assert done.exit_code == 0, done.output
-    assert started == [["flower", f"--address={address}", "--port=5555", "--basic-auth=ops:long-random-password"]]

@@ -177,12 +177,6 @@ def test_loopback_endpoints_only_with_the_setting_for_local_fakes(sample_directo
             register_device("alice", "webpush", sub("https://169.254.169.254/"))
 
 
-def test_the_cli_help_registers_apns_with_an_app() -> None:
-    result = CliRunner().invoke(cli, ["devices", "register", "--help"], env={"COLUMNS": "200"})
-    apns_lines = [line for line in result.output.splitlines() if "register" in line and " apns " in line]
-    assert apns_lines and all("--app" in line for line in apns_lines)
-
-
 def test_devices_register_list_remove(sample_directory: None) -> None:
     runner = CliRunner()
     added = runner.invoke(cli, ["devices", "register", "alice", "apns", IPHONE, "--environment", "sandbox",

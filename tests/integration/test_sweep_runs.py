@@ -28,7 +28,6 @@ from herald.models import (
     SweepRun,
     utcnow,
 )
-from schedules.beat import schedule
 from schedules.purge import purge
 from schedules.runs import run_exclusive
 from tests.builders import Env, env_override, make_cert, pem
@@ -41,14 +40,6 @@ runner = CliRunner()
 @pytest.fixture
 def env() -> Iterator[Env]:
     yield from env_override()
-
-
-def test_every_schedule_entry_carries_expires_equal_to_its_period() -> None:
-    beat_schedule = schedule()
-    assert {"sweep-credentials", "scan-backlog", "tick-due-work", "purge-retention", "relay-outbox",
-            "recover-stalled-work"} <= set(beat_schedule)
-    for entry in beat_schedule.values():
-        assert entry["options"]["expires"] == entry["schedule"] > 0
 
 
 def test_a_second_copy_skips_while_the_first_holds_the_advisory_lock(clean: None) -> None:

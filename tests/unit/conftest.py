@@ -1,14 +1,20 @@
 """The unit tier reaches no service: a connection to Postgres, Redis or RabbitMQ fails the test.
 
 Nothing here creates a database or starts a process (that is tests/integration/conftest.py, which pytest loads
-only for the tests under it). Redis and RabbitMQ clients connect through Python's socket module; psycopg
-connects through libpq, so it is stopped at its own entry point. The failure is pytest's own (a
-BaseException), so no ``except Exception`` in the code under test can swallow it.
+only for the tests under it). Whatever touches herald's embedded default (the SQLite files of its data folder)
+gets a throwaway data folder, not the checkout's .herald/.
+
+Redis and RabbitMQ clients connect through Python's socket module; psycopg connects through libpq, so it is stopped
+at its own entry point. The failure is pytest's own (a BaseException), so no ``except Exception`` in the code under
+test can swallow it.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +22,15 @@ import psycopg
 import pytest
 
 SERVICE_PORTS = {5432: "PostgreSQL", 6379: "Redis", 5672: "RabbitMQ"}
+_DATA_DIR = tempfile.mkdtemp(prefix="herald-unit-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("HERALD_DATA_DIR", _DATA_DIR)  # a whole-suite run keeps the integration tier's
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_DATA_DIR, ignore_errors=True)
 
 
 def _refuse(what: str) -> None:

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import select, update
@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
 from herald import db, devices
+from herald.channels.sender import ProviderChannel
 from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, EventRow, Notification, Person, utcnow
 from producers import register_device
 from tests.integration.conftest import fresh_fakes
@@ -37,7 +38,7 @@ def fake(fakes: FakeProviders, clean: None) -> Iterator[FakeProviders]:
     fresh_fakes(fakes)
     with herald_env({**fakes.env(), **SETTINGS}):
         yield fakes
-        channel_for("apns").close()
+        cast(ProviderChannel, channel_for("apns")).close()
 
 
 def token(name: str) -> str:

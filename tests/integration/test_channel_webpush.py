@@ -118,7 +118,7 @@ class Internal(BaseHTTPRequestHandler):
 
     hits: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:  # the stdlib's name
         self.hits.append(self.path)
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path.startswith("/redirect"):

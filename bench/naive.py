@@ -28,8 +28,8 @@ from herald.channels.fcm import provider as fcm
 from herald.channels.types import Message, Payload, Target
 from herald.channels.webpush import WebPushSettings
 from herald.channels.webpush import provider as webpush
+from herald.payload import render
 from herald.settings import get_settings
-from workers.deliver.payload import render
 
 QUEUE = "bench.naive"
 app = Celery("bench-naive", broker=os.environ.get("HERALD_BROKER_URL", "redis://127.0.0.1:6379/0"))

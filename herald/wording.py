@@ -3,7 +3,7 @@
 Written for a lock screen: the body says what a person on call needs next (who, how much, until
 when), never a repeat of the title. The per-flow table (herald/flows.py) names the function for
 each flow; cleaning and cutting the text to the providers' limits is the delivery worker's
-(workers/deliver/payload.py).
+(herald/payload.py).
 """
 
 from __future__ import annotations

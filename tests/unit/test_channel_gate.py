@@ -7,7 +7,7 @@ import json
 import pytest
 
 from herald.channels.gate import Circuit, Gate, LocalState
-from workers.deliver.payload import PayloadTooLarge, fit
+from herald.payload import PayloadTooLarge, fit
 
 
 class Clock:

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from herald.events import EVENT_TYPES, Flow
 from herald.flows import FLOWS
 from herald.models import Approval, EventRow, Incident, utcnow
+from herald.payload import render
 from tests.unit.domain_helpers import audited, memory_session, stored_event
-from workers.deliver.payload import render
 from workers.enrich import describe
 
 

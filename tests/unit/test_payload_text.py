@@ -17,6 +17,7 @@ from herald.channels.fcm import provider as fcm
 from herald.channels.types import Message, Payload, Target
 from herald.channels.webpush import provider as webpush
 from herald.events import EVENT_TYPES, Event
+from herald.payload import MAX_PAYLOAD_BYTES, clean_body, clean_title, cut, fit, render
 from producers.helpers import (
     approval_requested,
     artifact_event,
@@ -26,7 +27,6 @@ from producers.helpers import (
     ops_event,
     respond,
 )
-from workers.deliver.payload import MAX_PAYLOAD_BYTES, clean_body, clean_title, cut, fit, render
 
 EXPIRES = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -50,9 +50,9 @@ from herald.channels.types import Channel, Message, Payload, Result, Target
 from herald.errors import PoisonMessage
 from herald.lanes import is_ops, queue_for
 from herald.models import Delivery, DeliveryAttempt, Device, EventRow, Notification, utcnow
+from herald.payload import collapse_key, render
 from herald.settings import get_settings
 from herald.taskbase import HeraldTask, backoff_s
-from workers.deliver.payload import collapse_key, render
 
 log = logging.getLogger(__name__)
 

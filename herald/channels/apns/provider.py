@@ -36,8 +36,8 @@ from herald.channels.sender import (
     with_latency,
 )
 from herald.channels.types import Message, Result
+from herald.payload import PayloadTooLarge, fit
 from herald.settings import get_settings
-from workers.deliver.payload import PayloadTooLarge, fit
 
 FREEZE_AFTER_TOO_MANY_UPDATES_S = 20 * 60
 MIN_FORCED_REFRESH_S = 1.0  # never regenerate twice within a second, however many 403s arrive

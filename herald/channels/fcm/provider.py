@@ -27,7 +27,7 @@ from herald.channels.fcm import ERRORS, FcmSettings
 from herald.channels.http import HttpChannel, may_have_left, read_capped
 from herald.channels.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
 from herald.channels.types import Message, Result
-from workers.deliver.payload import PayloadTooLarge, fit
+from herald.payload import PayloadTooLarge, fit
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TOKEN_MARGIN_S = 300  # refresh an access token five minutes before it expires

@@ -36,7 +36,7 @@ from herald.channels.sender import Rule, apply_rule, connection_failed, provider
 from herald.channels.types import Message, Result
 from herald.channels.webpush import ERRORS, WebPushSettings
 from herald.errors import InvalidDevice
-from workers.deliver.payload import PayloadTooLarge, fit
+from herald.payload import PayloadTooLarge, fit
 
 # RFC 8291 section 4: 4096 bytes of body minus 86 of header and 17 of tag and delimiter.
 MAX_CLEARTEXT_BYTES = 3993

@@ -96,6 +96,9 @@ class Incident(Base):
     dedup_key: Mapped[str] = mapped_column(String(255))
     environment: Mapped[str] = mapped_column(String(32))
     title: Mapped[str] = mapped_column(String(255))
+    # What it is about: the flow's name for a flow failure (a recovery closes only its own flow's
+    # incident), the credential's reference for a credential incident. None on rows from before 0005.
+    subject: Mapped[str | None] = mapped_column(String(255))
     severity: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="open")  # open, acknowledged, resolved
     assignee: Mapped[str | None] = mapped_column(String(64))
@@ -491,3 +494,105 @@ class WorkerHeartbeat(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # a warm shutdown; a killed one never says
+
+
+# --- answers: who may call herald, and what they answered with --------------------------------
+# Owned by herald/keys.py (API keys), herald/signin.py (people's sign-in), herald/actions.py (action
+# tokens) and herald/writeback.py (webhooks to the admin platform).
+
+
+class ApiKey(Base):
+    """A key for integration code: one environment, one scope; only its hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the public part of the key
+    environment: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(16))  # publish, devices, answers, read
+    label: Mapped[str] = mapped_column(String(255), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 hex of the whole key
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SignInToken(Base):
+    """A person's one-time sign-in link (``link``, single use) or the session it yielded (``session``)."""
+
+    __tablename__ = "sign_in_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 hex; the token is never stored
+    kind: Mapped[str] = mapped_column(String(16))  # link, session
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # a link, once exchanged
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ActionTokenUse(Base):
+    """A used action token, by its id: a token answers once."""
+
+    __tablename__ = "action_token_uses"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id"), index=True)
+    person_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16))  # applied, refused
+
+
+class WebhookEndpoint(Base):
+    """Where the admin platform of one environment hears of answers (from the directory file).
+
+    The signing secret is never stored: ``secret_ref`` names where it is read (``env:NAME`` or
+    ``file:PATH``).
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    secret_ref: Mapped[str] = mapped_column(String(1024))
+    kinds: Mapped[list[str]] = mapped_column(Json, default=list)  # e.g. incident.*, approval.approved
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # removed from the directory file: False
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the receiver said 410 Gone
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class WebhookMessage(Base):
+    """One change to tell one endpoint, delivered in order per (endpoint, subject)."""
+
+    __tablename__ = "webhook_messages"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    subject: Mapped[str] = mapped_column(String(128))  # incident:12, approval:7
+    kind: Mapped[str] = mapped_column(String(64))  # incident.acknowledged, approval.expired, ...
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # pending -> delivered | failed (retries used up) | cancelled (endpoint disabled or removed)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_webhook_messages_order", "endpoint_id", "subject", "id"),
+                      Index("ix_webhook_messages_due", "status", "next_attempt_at"))
+
+
+class WebhookAttempt(Base):
+    """One try at delivering a webhook message: what the receiver answered, or why it could not."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("webhook_messages.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)  # truncated
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)

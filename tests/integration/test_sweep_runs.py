@@ -43,12 +43,12 @@ def env() -> Iterator[Env]:
 
 
 def test_a_second_copy_skips_while_the_first_holds_the_advisory_lock(clean: None) -> None:
-    # given a sweep that takes a while
-    started, results = threading.Event(), []
+    # given a sweep that holds on until the test lets it finish
+    started, finish, results = threading.Event(), threading.Event(), []
 
     def slow(_s: Session) -> dict[str, int]:
         started.set()
-        time.sleep(1.0)
+        assert finish.wait(10), "the test never let the first sweep finish"
         return {"done": 1}
 
     first = threading.Thread(target=lambda: results.append(run_exclusive("test-lock", slow)))
@@ -58,6 +58,7 @@ def test_a_second_copy_skips_while_the_first_holds_the_advisory_lock(clean: None
     began = time.monotonic()
     assert run_exclusive("test-lock", lambda _s: {"done": 2}) is None
     assert time.monotonic() - began < 0.5
+    finish.set()
     first.join()
     assert results == [{"done": 1}]
     # and a beat-sent copy within half a period of the success skips too; a forced run does not

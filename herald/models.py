@@ -157,6 +157,9 @@ class Person(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(255))
+    # Other names the person answers or requests under (an admin platform's user name, an old id):
+    # an answer's identity is matched against id, email and these, case-insensitively.
+    aliases: Mapped[list[str]] = mapped_column(Json, default=list)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     quiet_hours: Mapped[list[str] | None] = mapped_column(Json)  # ["22:00", "07:00"] local time
     opted_out_channels: Mapped[list[str]] = mapped_column(Json, default=list)

@@ -547,6 +547,36 @@ class ActionTokenUse(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # applied, refused
 
 
+class Answer(Base):
+    """One answer as a door took it (token, API, producer, CLI): applied or refused, and why.
+
+    An answer is applied at the door, in one transaction with its audit row and write-back; the
+    ``response.*`` event it publishes (``event_id``) only tells the others. Ingest accepts a
+    ``response.*`` event only if an applied answer names it, so an answer cannot be forged by
+    sending a task.
+    """
+
+    __tablename__ = "answers"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    environment: Mapped[str] = mapped_column(String(32))
+    subject_type: Mapped[str] = mapped_column(String(16))  # incident, approval
+    subject_id: Mapped[int] = mapped_column(Id)
+    action: Mapped[str] = mapped_column(String(32))  # acknowledge, resolve, follow_up, approve, reject, request_info
+    person_id: Mapped[str] = mapped_column(String(64))  # who answered, as the directory knows them
+    via: Mapped[str] = mapped_column(String(16))  # token, api, producer, cli
+    key_id: Mapped[str | None] = mapped_column(String(32))  # the API key, when integration code answered
+    on_behalf_of: Mapped[str | None] = mapped_column(String(128))  # as the integration named the person
+    token_id: Mapped[str | None] = mapped_column(String(64))
+    comment: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))  # applied, refused
+    reason: Mapped[str | None] = mapped_column(String(255))  # why it was refused
+    event_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)  # the response event telling the others
+
+    __table_args__ = (Index("ix_answers_subject", "subject_type", "subject_id"),)
+
+
 class WebhookEndpoint(Base):
     """Where the admin platform of one environment hears of answers (from the directory file).
 

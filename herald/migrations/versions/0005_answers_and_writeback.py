@@ -1,4 +1,4 @@
-"""answers and write-back: API keys, sign-in tokens, used action tokens, webhooks to the admin platform
+"""answers and write-back: answers as the doors took them, API keys, sign-in tokens, used action tokens, webhooks to the admin platform
 
 Revision ID: 0005_answers_and_writeback
 Revises: 0004_recovery_and_heartbeats
@@ -26,6 +26,27 @@ Json = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgres
 
 
 def upgrade() -> None:
+    op.create_table(
+        "answers",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("at", herald.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("environment", sa.String(length=32), nullable=False),
+        sa.Column("subject_type", sa.String(length=16), nullable=False),
+        sa.Column("subject_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("person_id", sa.String(length=64), nullable=False),
+        sa.Column("via", sa.String(length=16), nullable=False),
+        sa.Column("key_id", sa.String(length=32), nullable=True),
+        sa.Column("on_behalf_of", sa.String(length=128), nullable=True),
+        sa.Column("token_id", sa.String(length=64), nullable=True),
+        sa.Column("comment", sa.Text(), nullable=True),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.String(length=255), nullable=True),
+        sa.Column("event_id", sa.Uuid(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("event_id"),
+    )
+    op.create_index("ix_answers_subject", "answers", ["subject_type", "subject_id"], unique=False)
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -125,6 +146,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_answers_subject", table_name="answers")
+    op.drop_table("answers")
     op.drop_column("people", "aliases")
     op.drop_column("incidents", "subject")
     op.drop_index(op.f("ix_action_token_uses_notification_id"), table_name="action_token_uses")

@@ -73,6 +73,15 @@ DOCS: dict[str, str] = {
     "retain_attempts_days": "keep delivery attempts this long",
     "retain_audit_days": "keep audit rows this long",
     "retain_sweep_days": "keep outbox rows, replayed dead letters and finished timed work this long",
+    "public_url": "base URL of `herald api` as phones and browsers reach it (https in production): action "
+                  "calls go to `<url>/v1/actions`, a Web Push notification opens `<url>/app/`",
+    "action_keys": "action-token keys, `kid:secret,kid2:secret2` (secrets of 32+ characters): the first signs, "
+                   "the others only verify (rotation, docs/actions.md)",
+    "action_keys_file": "a file of action-token keys, one `kid secret` per line, the first signs; read again when "
+                        "it changes. Neither set: generated in the data directory on the embedded default, "
+                        "required with a database server",
+    "action_token_ttl_s": "an incident notification's action tokens expire this long after it was created "
+                          "(an approval's expire with the approval)",
 }
 
 # Each channel's own settings (herald/channels/<name>/, env prefix HERALD_<NAME>_), by channel and field.

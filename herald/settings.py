@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     retain_audit_days: float = 365.0  # audit rows
     retain_sweep_days: float = 30.0  # outbox, replayed dead letters, finished timed work
 
+    # action tokens (herald/actions.py, docs/actions.md): what a tap on a notification sends back
+    public_url: str = "http://127.0.0.1:8080"  # `herald api` as phones reach it (https in production)
+    action_keys: SecretStr | None = None  # "kid:secret,kid2:secret2": the first signs, the others only verify
+    action_keys_file: Path | None = None  # one "kid secret" per line, the first signs; re-read when it changes
+    action_token_ttl_s: float = 86400.0  # an incident page's tokens last this long (an approval's: until it expires)
+
     # each channel's own settings, read on first use (``channel``)
     _channels: dict[type[BaseSettings], Any] = PrivateAttr(default_factory=dict)
 

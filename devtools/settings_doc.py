@@ -73,6 +73,11 @@ DOCS: dict[str, str] = {
     "retain_attempts_days": "keep delivery attempts this long",
     "retain_audit_days": "keep audit rows this long",
     "retain_sweep_days": "keep outbox rows, replayed dead letters and finished timed work this long",
+    "oidc_issuer": "OIDC sign-in: the issuer (`iss`) a person's bearer token must name; unset: OIDC sign-in is off",
+    "oidc_audience": "OIDC sign-in: the audience (`aud`) a token must name, herald's client id at the provider",
+    "oidc_jwks_url": "OIDC sign-in: the provider's JWKS URL (its signing keys, fetched and cached)",
+    "signin_link_ttl_s": "a one-time sign-in link from `herald people link` expires after this long",
+    "session_ttl_s": "a session token from a sign-in link lasts this long",
     "public_url": "base URL of `herald api` as phones and browsers reach it (https in production): action "
                   "calls go to `<url>/v1/actions`, a Web Push notification opens `<url>/app/`",
     "action_keys": "action-token keys, `kid:secret,kid2:secret2` (secrets of 32+ characters): the first signs, "

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     retain_audit_days: float = 365.0  # audit rows
     retain_sweep_days: float = 30.0  # outbox, replayed dead letters, finished timed work
 
+    # people's sign-in (herald/signin.py, docs/access.md): an OIDC identity provider's tokens, or one-time links
+    oidc_issuer: str | None = None  # the ``iss`` a token must carry; unset: OIDC sign-in is off
+    oidc_audience: str | None = None  # the ``aud`` a token must carry (herald's client id at the provider)
+    oidc_jwks_url: str | None = None  # where the provider publishes its signing keys
+    signin_link_ttl_s: float = 900.0  # a one-time sign-in link (herald people link) is good this long
+    session_ttl_s: float = 43200.0  # the session a link yields lasts this long
+
     # action tokens (herald/actions.py, docs/actions.md): what a tap on a notification sends back
     public_url: str = "http://127.0.0.1:8080"  # `herald api` as phones reach it (https in production)
     action_keys: SecretStr | None = None  # "kid:secret,kid2:secret2": the first signs, the others only verify

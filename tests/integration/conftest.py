@@ -46,6 +46,8 @@ TEST_ENV = {
     "HERALD_OUTBOX_GRACE_S": "2",
     "HERALD_PUBLISH_MAX_RETRIES": "1",
     "HERALD_PUBLISH_TIMEOUT_S": "2",
+    # a database server: herald mints action tokens only with configured keys (herald/actions.py)
+    "HERALD_ACTION_KEYS": "test:" + "t" * 40,
 }
 
 

@@ -8,6 +8,7 @@ COPY herald ./herald
 COPY producers ./producers
 COPY workers ./workers
 COPY schedules ./schedules
+COPY api ./api
 COPY cli ./cli
 COPY devtools ./devtools
 # The versions the tests ran with (requirements.lock as constraints), then an unprivileged user that

@@ -15,6 +15,7 @@ import sys
 import typer
 
 from cli import demo, events, sweeps, workers
+from cli.api import api
 from cli.channels import devices_app, fakes_app, vapid_app
 from cli.credentials import credentials_app
 from cli.deadletters import deadletters_app
@@ -32,6 +33,7 @@ app.command("migrate")(workers.migrate)
 app.command("worker")(workers.worker)
 app.command("beat")(workers.beat)
 app.command("flower")(workers.flower)
+app.command("api")(api)
 app.command("publish")(events.publish)
 app.add_typer(events.events_app, name="events")
 app.add_typer(directory_app, name="directory")

@@ -46,6 +46,9 @@ DOCS: dict[str, str] = {
     "publish_max_retries": "connection retries before `publish` raises BrokerUnavailable",
     "publish_direct_record": "direct mode with `HERALD_DATABASE_URL`: record each event in the outbox before "
                              "publishing, so the outbox sweep republishes what the broker loses (README: Durability)",
+    "api_host": "address `herald api` listens on (loopback unless told otherwise; `0.0.0.0` inside a container "
+                "whose port is published on localhost)",
+    "api_port": "port `herald api` listens on",
     "dev_output": "where the dev backend writes: a file, or `-` for stdout; empty: `<data_dir>/dev-channel.jsonl`",
     "dev_delay_ms": "dev backend: pretend each send takes this long",
     "channel_timeout_s": "one request to a provider, connect included",

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # direct mode: a producer with the database records each event in the outbox before publishing
     publish_direct_record: bool = True
 
+    # the HTTP API (herald api, docs/api.md): loopback unless told otherwise
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+
     # the dev backend of every channel (herald/channels/dev.py); which backend a channel uses, its
     # limits and its keys are the channel's own settings, HERALD_<NAME>_* (herald/channels/, docs/channels.md)
     dev_output: str = ""  # file path, or "-" for stdout; default <data_dir>/dev-channel.jsonl

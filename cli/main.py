@@ -1,7 +1,7 @@
 """The ``herald`` command line: one Typer app assembled from the command modules of cli/.
 
 Each group of commands lives in its own module (events, directory, deadletters, sweeps, credentials,
-channels, workers, demo); cli.output holds what they all print with and the exit codes: 0 success;
+keys, people, channels, workers, demo); cli.output holds what they all print with and the exit codes: 0 success;
 1 the work failed (for example the demo left targets pending); 2 bad input (an invalid event,
 directory file or argument), with a one-line reason; 3 a service herald needs (broker or database)
 is unreachable.
@@ -20,7 +20,10 @@ from cli.channels import devices_app, fakes_app, vapid_app
 from cli.credentials import credentials_app
 from cli.deadletters import deadletters_app
 from cli.directory import directory_app
+from cli.keys import keys_app
 from cli.output import EXIT_UNAVAILABLE, err
+from cli.people import people_app
+from cli.webhooks import webhooks_app
 
 app = typer.Typer(help="herald: push notifications for integration administration events.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
@@ -40,9 +43,12 @@ app.add_typer(directory_app, name="directory")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(sweeps.sweep_app, name="sweep")
 app.add_typer(credentials_app, name="credentials")
+app.add_typer(keys_app, name="keys")
+app.add_typer(people_app, name="people")
 app.add_typer(devices_app, name="devices")
 app.add_typer(vapid_app, name="vapid")
 app.add_typer(fakes_app, name="fakes")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,7 @@ from herald import db, signin
 from herald.models import Person, SignInToken
 from herald.settings import get_settings
 from herald.signin import SignInRefused
+from tests.integration.conftest import ROOT
 from tests.integration.helpers import rows
 
 ISSUER, AUDIENCE, KID = "https://idp.example.test/", "herald", "key-1"
@@ -269,3 +272,41 @@ def test_oidc_tokens_signed_by_another_key_are_refused(oidc: IdentityProvider) -
 def test_oidc_is_refused_when_not_configured(provider: IdentityProvider, people: None) -> None:
     assert get_settings().oidc_issuer is None
     assert refused(provider.token(sub="chen")).startswith("OIDC sign-in is not configured")
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+
+def herald(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200", "TERM": "dumb", **env})
+
+
+def test_cli_prints_a_one_time_link_that_signs_the_person_in_once(people: None) -> None:
+    # when an operator asks for chen's link by email, in another case
+    result = herald("people", "link", "CHEN@example.com", HERALD_PUBLIC_URL="https://herald.example.test/")
+    assert result.returncode == 0, result.stderr
+    link, said = result.stdout.strip().splitlines()
+    # then it opens the responder page with the token, and says for whom and until when
+    assert link.startswith("https://herald.example.test/app/#signin=hl_")
+    assert said.startswith("one-time sign-in link for chen, valid until ")
+    # and its token signs chen in, once
+    token = link.split("#signin=", 1)[1]
+    assert bearer_person(exchange(token)) == "chen"
+    assert exchange_refused(token) == "this sign-in link was already used"
+
+
+def test_cli_json_link_names_its_expiry(people: None) -> None:
+    result = herald("people", "link", "eberg", "--json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["person"] == "emil" and printed["link"].endswith("/app/#signin=" + printed["token"])
+    assert [r[0] for r in rows(select(SignInToken.expires_at))] == [datetime.fromisoformat(printed["expires_at"])]
+
+
+@pytest.mark.parametrize("person", ["mallory", "gone", "ops"])
+def test_cli_refuses_a_link_for_nobody_active_or_ambiguous(people: None, person: str) -> None:
+    result = herald("people", "link", person)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"herald: no single active person in the directory is {person!r}"
+    assert rows(select(SignInToken.token_hash)) == []

@@ -16,6 +16,7 @@ from typing import Any
 
 from herald.events import EVENT_TYPES
 from herald.flows import FLOWS
+from herald.settings import get_settings
 
 MAX_TITLE_CHARS = 200
 MAX_BODY_CHARS = 1000
@@ -111,6 +112,11 @@ def render(*, event_id: str, event_type: str, flow: str, environment: str, sever
     body = spec.body(change, data)
     return (cut(clean_title(title), MAX_TITLE_CHARS), cut(clean_body(body), MAX_BODY_CHARS), link,
             {**ids, "severity": severity})
+
+
+def responder_url(notification_id: int) -> str:
+    """The https page (``HERALD_PUBLIC_URL``) where a notification's recipient sees it and answers it."""
+    return f"{get_settings().public_url.rstrip('/')}/app/#n={notification_id}"
 
 
 # --- size limits -----------------------------------------------------------------------------

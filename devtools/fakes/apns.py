@@ -105,16 +105,17 @@ class FakeApns:
         finally:
             p.leave()
         token = headers.get(":path", "").rsplit("/", 1)[-1]
-        text = None
+        text = payload = None
         if status == 200:
             try:
-                text = json.loads(body)["aps"]["alert"]
+                payload = json.loads(body)
+                text = payload["aps"]["alert"]
             except (ValueError, KeyError, TypeError):
                 text = None
         p.record(token=token, status=status, reason=answer.get("reason"), environment=environment,
                  topic=headers.get("apns-topic"), push_type=headers.get("apns-push-type"),
                  priority=headers.get("apns-priority"), expiration=headers.get("apns-expiration"),
-                 collapse_id=headers.get("apns-collapse-id"), alert=text,
+                 collapse_id=headers.get("apns-collapse-id"), alert=text, payload=payload, size=len(body),
                  provider_token=(headers.get("authorization") or "")[7:])
         return status, answer
 

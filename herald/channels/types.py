@@ -39,6 +39,12 @@ class Payload:
     body: str
     link: str
     data: dict[str, str] = field(default_factory=dict)
+    # What a tap can answer (herald/actions.py, docs/actions.md): action -> its token for this recipient,
+    # in the order shown, and the category naming that set of buttons (APNs aps.category); empty: none.
+    actions: dict[str, str] = field(default_factory=dict)
+    category: str | None = None
+    # The https page that shows this notification to its recipient (Web Push opens it); None: no page.
+    url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,7 @@ def test_a_keys_file_is_read_again_when_it_changes(monkeypatch: pytest.MonkeyPat
     path = tmp_path / "keys"
     path.write_text("# rotated monthly\nk1 " + "a" * 40 + "\n")
     monkeypatch.setenv("HERALD_ACTION_KEYS_FILE", str(path))
+    monkeypatch.delenv("HERALD_ACTION_KEYS", raising=False)  # it would win over the file
     reload()
     try:
         old = mint(42, "chen", "resolve", IN_AN_HOUR)

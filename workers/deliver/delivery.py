@@ -36,6 +36,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,14 +44,14 @@ from typing import Any
 from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from herald import channels, db, deadletters
+from herald import actions, channels, db, deadletters
 from herald.app import app
 from herald.channels.sender import MAX_REASON_CHARS
 from herald.channels.types import Channel, Message, Payload, Result, Target
 from herald.errors import PoisonMessage
 from herald.lanes import is_ops, queue_for
-from herald.models import Delivery, DeliveryAttempt, Device, EventRow, Notification, utcnow
-from herald.payload import collapse_key, render
+from herald.models import Delivery, DeliveryAttempt, Device, EventRow, Notification, Person, utcnow
+from herald.payload import collapse_key, render, responder_url
 from herald.settings import get_settings
 from herald.taskbase import HeraldTask, backoff_s
 
@@ -138,28 +139,61 @@ def claim(batch_id: uuid.UUID, task_id: str | None) -> tuple[list[Message], dict
         loaded = s.execute(
             select(Delivery.id, Delivery.attempts, Delivery.notification_id, Delivery.event_id,
                    Device.id.label("device_id"), Device.token, Device.token_kind, Device.app, Device.environment,
-                   Device.device_registered_at, Notification.ids_only)
+                   Device.device_registered_at, Notification.ids_only, Notification.person_id,
+                   Notification.created_at.label("notified_at"))
             .join(Device, Device.id == Delivery.device_id)
             .join(Notification, Notification.id == Delivery.notification_id)
             .where(Delivery.id.in_(ids))).all()
         # A batch belongs to one event: load (and decode) its data once, not once per target.
         events = {e.id: e for e in s.execute(
             select(EventRow.id, EventRow.type, EventRow.flow, EventRow.environment, EventRow.severity, EventRow.data,
-                   EventRow.enrichment, EventRow.dedup_key).where(EventRow.id.in_({r.event_id for r in loaded})))}
+                   EventRow.enrichment, EventRow.dedup_key, EventRow.incident_id)
+            .where(EventRow.id.in_({r.event_id for r in loaded})))}
+        payloads = _payloads(s, loaded, events)
     messages = []
     for r in loaded:
         e = events[r.event_id]
+        messages.append(Message(
+            target=Target(r.id, r.device_id, r.token, r.token_kind, r.app, r.environment, r.attempts,
+                          r.device_registered_at),
+            payload=payloads[r.notification_id], severity=e.severity,
+            collapse_key=collapse_key(e.dedup_key, r.notification_id), thread_key=e.dedup_key,
+            ttl_s=TTL_S.get(e.severity, 3600)))
+    return messages, resends
+
+
+def _payloads(s: Session, loaded: Sequence[Any], events: dict[uuid.UUID, Any]) -> dict[int, Payload]:
+    """One payload per notification, shared by its devices: rendered, and its action tokens minted, once."""
+    offers = {event_id: actions.offer(s, e) for event_id, e in events.items()}
+    # An approval's requester gets no vote under any name the directory knows them by.
+    people = _people(s, {r.person_id for r in loaded}) if any(o and o.requester for o in offers.values()) else {}
+    payloads: dict[int, Payload] = {}
+    for r in loaded:
+        if r.notification_id in payloads:
+            continue
+        e, offer = events[r.event_id], offers[r.event_id]
         title, body, link, data = render(
             event_id=str(e.id), event_type=e.type, flow=e.flow, environment=e.environment,
             severity=e.severity, data=e.data, notification_id=r.notification_id, ids_only=r.ids_only,
             enrichment=e.enrichment)
-        messages.append(Message(
-            target=Target(r.id, r.device_id, r.token, r.token_kind, r.app, r.environment, r.attempts,
-                          r.device_registered_at),
-            payload=Payload(title, body, link, data), severity=e.severity,
-            collapse_key=collapse_key(e.dedup_key, r.notification_id), thread_key=e.dedup_key,
-            ttl_s=TTL_S.get(e.severity, 3600)))
-    return messages, resends
+        tokens: dict[str, str] = {}
+        if offer is not None and offer.for_person(people.get(r.person_id, [r.person_id])):
+            try:
+                tokens = offer.tokens(r.notification_id, r.person_id, r.notified_at)
+            except (actions.ActionKeysMissing, ValueError) as exc:
+                # The page matters more than its buttons: sent without them, and said once per batch.
+                log.error("event %s: notifications sent without action tokens: %s", e.id, exc,
+                          extra={"event_id": str(e.id), "notification_id": r.notification_id})
+                offers[r.event_id] = None
+        payloads[r.notification_id] = Payload(title, body, link, data, tokens,
+                                              offer.category if offer is not None and tokens else None,
+                                              responder_url(r.notification_id))
+    return payloads
+
+
+def _people(s: Session, person_ids: set[str]) -> dict[str, list[str | None]]:
+    rows = s.execute(select(Person.id, Person.email, Person.aliases).where(Person.id.in_(person_ids)))
+    return {p.id: actions.names(p, p.id) for p in rows}
 
 
 def _resends(s: Session, delivery_ids: list[int]) -> dict[int, str]:

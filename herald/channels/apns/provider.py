@@ -61,7 +61,13 @@ def encode(message: Message) -> bytes:
             aps["thread-id"] = message.thread_key[:64]
         if message.severity == "critical":
             aps["sound"] = "default"
-        return json.dumps({"aps": aps, "link": payload.link, **payload.data}, separators=(",", ":"),
+        extra: dict[str, object] = {}
+        if payload.actions:
+            # The app registers a UNNotificationCategory per category with these actions; the tapped
+            # action's token goes to POST /v1/actions (docs/actions.md).
+            aps["category"] = payload.category
+            extra["tokens"] = payload.actions
+        return json.dumps({"aps": aps, "link": payload.link, **payload.data, **extra}, separators=(",", ":"),
                           ensure_ascii=False).encode()
 
     return fit(build, payload.title, payload.body)

@@ -65,6 +65,11 @@ def build(message: Message, title: str, body: str, *, validate_only: bool = Fals
     # firebase-admin 7.7 deprecates Message.token for Message.fid: the device row says which it holds.
     address = {"fid" if target.token_kind == "fid" else "token": target.token}
     data = {**message.payload.data, "link": message.payload.link}
+    if message.payload.actions:
+        # Data values are strings only: the actions as a list, then one key per action's token (docs/actions.md).
+        data["category"] = message.payload.category or ""
+        data["actions"] = ",".join(message.payload.actions)
+        data.update({f"action_{action}": token for action, token in message.payload.actions.items()})
     android: dict[str, Any] = {"priority": PRIORITY.get(message.severity, "NORMAL"),
                                "ttl": f"{message.ttl_s}s"}
     if message.collapse_key:

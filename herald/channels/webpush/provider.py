@@ -30,6 +30,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from herald import devices
+from herald.actions import TITLES
 from herald.channels import vapid
 from herald.channels.http import HttpChannel, may_have_left, read_capped
 from herald.channels.sender import Rule, apply_rule, connection_failed, provider_text, retry_after, with_latency
@@ -55,11 +56,20 @@ def topic(dedup_key: str) -> str:
 
 
 def cleartext(message: Message) -> bytes:
-    """What the service worker receives: JSON with title, body, link and ids, within the limit."""
+    """What the service worker receives: JSON with title, body, link and ids, within the limit; with
+    the responder page's https ``url``, and the ``actions`` for showNotification() with their
+    ``tokens`` when the notification can be answered (docs/actions.md)."""
     payload = message.payload
+    extra: dict[str, object] = {}
+    if payload.url:
+        extra["url"] = payload.url
+    if payload.actions:
+        extra["category"] = payload.category
+        extra["actions"] = [{"action": action, "title": TITLES.get(action, action)} for action in payload.actions]
+        extra["tokens"] = payload.actions
 
     def encode(title: str, body: str) -> bytes:
-        return json.dumps({"title": title, "body": body, "link": payload.link, "data": payload.data},
+        return json.dumps({"title": title, "body": body, "link": payload.link, "data": payload.data, **extra},
                           separators=(",", ":"), ensure_ascii=False).encode()
 
     return fit(encode, payload.title, payload.body, MAX_CLEARTEXT_BYTES)

@@ -15,8 +15,13 @@ from sqlalchemy.orm import Session
 
 from herald import actions, approvals
 from herald.actions import ActionKeysMissing, TokenRefused, mint, tokens_for, verify
+from herald.channels.apns import provider as apns
+from herald.channels.fcm import provider as fcm
+from herald.channels.types import Message, Payload, Target
+from herald.channels.webpush import provider as webpush
 from herald.flows import FLOWS
 from herald.models import Notification, Person, utcnow
+from herald.payload import ELLIPSIS, MAX_BODY_CHARS, MAX_PAYLOAD_BYTES, MAX_TITLE_CHARS
 from herald.settings import get_settings
 from tests.unit.domain_helpers import memory_session, stored_event
 
@@ -258,3 +263,27 @@ def test_an_approval_request_offers_votes_until_it_expires_but_not_to_the_reques
     assert tokens_for(s, notified(s, row.id, "bruno")) == {}  # the requester, by email in another case
     approval.status = "approved"
     assert tokens_for(s, notified(s, row.id, "emil")) == {}
+
+
+# --- in a push: within 4 KB whatever the text ------------------------------------------------------
+
+@pytest.mark.parametrize("channel", ["fcm", "apns", "webpush"])
+def test_three_tokens_and_the_longest_text_stay_within_each_providers_limit(keys: pytest.MonkeyPatch,
+                                                                           channel: str) -> None:
+    tokens = {action: mint(2**40, "p" * 64, action, IN_AN_HOUR) for action in actions.ACTIONS["incident"]}
+    payload = Payload("\U0001f525" * MAX_TITLE_CHARS, "\U0001f600" * MAX_BODY_CHARS, "herald://events/e?notification=7",
+                      {"event_id": "4f1c7e0a-5a4e-4a53-9f0e-0d2b1f6f1b9c", "notification_id": str(2**40),
+                       "type": "flow.failed", "severity": "critical"},
+                      tokens, "HERALD_INCIDENT", "https://herald.example.com/app/#n=1099511627776")
+    message = Message(Target(1, 1, "t" * 152, "token", "com.example.admin", "production", 1), payload,
+                      "critical", "flow:orders-to-erp:prod", 3600, "flow:orders-to-erp:prod")
+    encode, limit = {"fcm": (fcm.encode, MAX_PAYLOAD_BYTES), "apns": (apns.encode, MAX_PAYLOAD_BYTES),
+                     "webpush": (webpush.cleartext, webpush.MAX_CLEARTEXT_BYTES)}[channel]
+    encoded = encode(message)
+    assert len(encoded) <= limit
+    text = encoded.decode()
+    assert all(token in text for token in tokens.values())  # never cut: only the body and title are
+    doc = json.loads(encoded)
+    body = {"fcm": lambda: doc["message"]["notification"]["body"], "apns": lambda: doc["aps"]["alert"]["body"],
+            "webpush": lambda: doc["body"]}[channel]()
+    assert body.endswith(ELLIPSIS) and len(body) > 500  # the body gave way, and kept most of itself

@@ -56,7 +56,8 @@ def keys_list(as_json: Json = False) -> None:
     with db.session() as s:
         listed = keys.list_keys(s)
     if as_json:
-        print_json([asdict(k) for k in listed])
+        print_json([{**asdict(k), "created_at": k.created_at.isoformat(), "last_used_at": _iso(k.last_used_at),
+                     "revoked_at": _iso(k.revoked_at)} for k in listed])
         return
     table = Table("id", "environment", "scope", "label", "created", "last used", "revoked")
     for k in listed:
@@ -66,7 +67,8 @@ def keys_list(as_json: Json = False) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id, as `herald keys list` shows it.")]) -> None:
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id, as `herald keys list` shows it, or "
+                                                          "the whole key (a leaked one).")]) -> None:
     """Revoke a key: every door refuses it from now on.
 
     Example:
@@ -75,12 +77,18 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id, as `he
     """
     from herald import db, keys
 
+    if key_id.startswith(f"{keys.PREFIX}_"):  # hk_<id>_<secret>: its id is the public part
+        key_id = key_id.split("_", 2)[1]
     try:
         with db.session() as s:
             info = keys.revoke(s, key_id)
     except LookupError as exc:
         fail(EXIT_BAD_INPUT, str(exc.args[0]))
     out.print(f"key {info.id} ({info.scope} in {info.environment}) revoked at {_when(info.revoked_at)}")
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 def _when(at: datetime | None) -> str:

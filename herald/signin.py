@@ -81,6 +81,8 @@ def person_for_bearer(s: Session, bearer: str, *, now: datetime | None = None) -
         return _session_person(s, bearer, now or utcnow())
     if bearer.count(".") == 2:
         return _oidc_person(s, bearer)
+    if bearer.startswith(LINK_PREFIX):
+        raise SignInRefused("a sign-in link is not a session: exchange it first")
     raise SignInRefused("malformed bearer token (expected a session token or an OIDC token)")
 
 

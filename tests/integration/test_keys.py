@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, text
@@ -158,7 +159,17 @@ def test_cli_creates_lists_and_revokes_a_key(clean: None) -> None:
     assert revoked.returncode == 0, revoked.stderr
     # then it is refused
     assert refusal(key, "answers", "prod").status == 401
-    assert json.loads(herald("keys", "list", "--json").stdout)[0]["revoked_at"] is not None
+    revoked_at = json.loads(herald("keys", "list", "--json").stdout)[0]["revoked_at"]
+    assert datetime.fromisoformat(revoked_at) <= datetime.now(UTC)
+
+
+def test_cli_revokes_a_leaked_key_given_whole(clean: None) -> None:
+    info, key = new_key("prod", "publish")
+    revoked = herald("keys", "revoke", key)
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout.startswith(f"key {info.id} (publish in prod) revoked at ")
+    assert key.split("_", 2)[2] not in revoked.stdout + revoked.stderr
+    assert refusal(key).reason == f"API key {info.id} was revoked"
 
 
 @pytest.mark.parametrize(("args", "reason"), [

@@ -1,0 +1,96 @@
+"""/v1/devices: a signed-in person registers and removes their own devices, with herald's address checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from herald import db
+from herald.models import AuditLog, Device
+from tests.integration.apiclient import api_client, bearer, make_key, sign_in
+
+P256DH = "BAgfuuPUDREJwno3CgKFXq8rKEb_u-M26AHGGnEXuHMVm8erk4eH1eLGRFiortdSy_RV04qdLUvhfhAYH8GX9qA"
+AUTH = "oQmp5DXoTJR3vwejQT7C_Q"
+APNS_TOKEN = "ab" * 32
+
+
+@pytest.fixture
+def client(sample_directory: None) -> Iterator[TestClient]:
+    yield from api_client()
+
+
+def subscription(endpoint: str, **keys: str) -> dict[str, Any]:
+    return {"endpoint": endpoint, "keys": {"p256dh": P256DH, "auth": AUTH, **keys}}
+
+
+def devices_of(person: str) -> list[tuple[int, str]]:
+    """The person's active devices: (id, token)."""
+    with db.session() as s:
+        return [(row.id, row.token) for row in s.execute(select(Device.id, Device.token).where(
+            Device.person_id == person, Device.active.is_(True)).order_by(Device.id))]
+
+
+@pytest.mark.parametrize("device", [
+    {"channel": "fcm", "token": "fcm-token-of-a-new-phone"},
+    {"channel": "apns", "token": APNS_TOKEN, "app": "com.example.admin", "environment": "sandbox"},
+    {"channel": "webpush", "token": subscription("https://push.example.com/sub/new")},
+    {"channel": "webpush", "token": json.dumps(subscription("https://push.example.com/sub/as-text"))},
+])
+def test_a_signed_in_person_registers_a_device(client: TestClient, device: dict[str, Any]) -> None:
+    before = {d for d, _ in devices_of("alice")}
+    answer = client.post("/v1/devices", json=device, headers=bearer(sign_in("alice")))
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["channel"] == device["channel"] and body["active"] is True
+    assert "token" not in body and AUTH not in answer.text  # a subscription's secret is never echoed
+    assert [d for d, _ in devices_of("alice") if d not in before] == [body["id"]]
+    with db.session() as s:
+        assert s.scalar(select(AuditLog.actor).where(AuditLog.action == "device.registered",
+                                                     AuditLog.subject_id == str(body["id"]))) == "alice"
+
+
+@pytest.mark.parametrize("device, reason", [
+    ({"channel": "webpush", "token": subscription("https://169.254.169.254/latest/meta-data")}, "not public"),
+    ({"channel": "webpush", "token": subscription("http://localhost:6379/")}, "loopback"),
+    ({"channel": "webpush", "token": subscription("https://10.0.0.8/push")}, "not public"),
+    ({"channel": "webpush", "token": subscription("https://0x7f.0.0.1/push")}, "not a domain name"),
+    ({"channel": "webpush", "token": subscription("https://user:pw@push.example.com/x")}, "user name"),
+    ({"channel": "webpush", "token": subscription("https://push.example.com/x", p256dh="BNcR-forged")}, "P-256"),
+    ({"channel": "webpush", "token": "not json"}, "JSON"),
+    ({"channel": "apns", "token": APNS_TOKEN, "app": "../../etc"}, "app"),
+    ({"channel": "apns", "token": "zz" * 32, "app": "com.example.admin"}, "hexadecimal"),
+    ({"channel": "fcm", "token": {"endpoint": "x"}}, "string"),
+    ({"channel": "sms", "token": "+15550100"}, "unknown channel"),
+])
+def test_a_forged_or_hostile_device_is_refused_and_nothing_stored(
+        client: TestClient, device: dict[str, Any], reason: str) -> None:
+    before = devices_of("alice")
+    answer = client.post("/v1/devices", json=device, headers=bearer(sign_in("alice")))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid device" and reason in answer.json()["reason"]
+    assert devices_of("alice") == before
+
+
+def test_registering_needs_a_signed_in_person(client: TestClient) -> None:
+    device = {"channel": "fcm", "token": "fcm-token-of-a-new-phone"}
+    for headers in ({}, bearer("hs_not-a-session"), bearer(make_key("dev", "devices"))):
+        answer = client.post("/v1/devices", json=device, headers=headers)
+        assert answer.status_code == 401, headers
+    assert "fcm-token-of-a-new-phone" not in [token for _, token in devices_of("alice")]
+
+
+def test_a_person_removes_their_own_device_but_never_another_persons(client: TestClient) -> None:
+    alices = devices_of("alice")[0][0]
+    as_bruno, as_alice = bearer(sign_in("bruno")), bearer(sign_in("alice"))
+    assert client.delete(f"/v1/devices/{alices}", headers=as_bruno).status_code == 404
+    assert alices in [d for d, _ in devices_of("alice")]
+    assert alices not in [d["id"] for d in client.get("/v1/devices", headers=as_bruno).json()]
+    assert client.delete(f"/v1/devices/{alices}", headers=as_alice).status_code == 204
+    assert alices not in [d for d, _ in devices_of("alice")]
+    assert client.delete(f"/v1/devices/{alices}", headers=as_alice).status_code == 404
+    assert client.delete(f"/v1/devices/{2**63}", headers=as_alice).status_code == 422

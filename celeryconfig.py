@@ -80,7 +80,7 @@ task_send_sent_event = True
 timezone = "UTC"
 enable_utc = True
 imports = ("workers.ingest", "workers.enrich", "workers.resolve", "workers.deliver.delivery",
-           "schedules.periodic")
+           "workers.writeback", "schedules.periodic")
 
 # The schedule table, by name: only a process that runs beat (`herald beat`, `herald worker --beat`,
 # `celery -A herald.app beat`) loads it, so publishing never imports the schedules package.

@@ -23,6 +23,7 @@ from cli.directory import directory_app
 from cli.keys import keys_app
 from cli.output import EXIT_UNAVAILABLE, err
 from cli.people import people_app
+from cli.webhooks import webhooks_app
 
 app = typer.Typer(help="herald: push notifications for integration administration events.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
@@ -47,6 +48,7 @@ app.add_typer(people_app, name="people")
 app.add_typer(devices_app, name="devices")
 app.add_typer(vapid_app, name="vapid")
 app.add_typer(fakes_app, name="fakes")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def main() -> None:

@@ -46,6 +46,15 @@ DOCS: dict[str, str] = {
     "publish_max_retries": "connection retries before `publish` raises BrokerUnavailable",
     "publish_direct_record": "direct mode with `HERALD_DATABASE_URL`: record each event in the outbox before "
                              "publishing, so the outbox sweep republishes what the broker loses (README: Durability)",
+    "webhook_retry_horizon_s": "a write-back webhook not delivered this long after it was queued is `failed` "
+                               "(`herald webhooks replay --failed`)",
+    "webhook_retry_base_s": "first retry of a write-back webhook after about this long, doubling each time (jitter)",
+    "webhook_retry_max_s": "longest wait between two attempts at a write-back webhook",
+    "webhook_timeout_s": "one request to a webhook receiver, connect included",
+    "webhook_tick_interval_s": "period of the writeback sweep (due webhook messages)",
+    "webhook_batch_size": "webhook messages claimed per round (one per endpoint and subject at a time)",
+    "webhook_allow_loopback": "accept webhook URLs on loopback, http or https (the local receiver only); private, "
+                              "link-local and other non-global addresses are always refused",
     "api_host": "address `herald api` listens on (loopback unless told otherwise; `0.0.0.0` inside a container "
                 "whose port is published on localhost)",
     "api_port": "port `herald api` listens on",

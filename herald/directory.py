@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from herald import channels, devices, safeyaml
+from herald import channels, devices, safeyaml, writeback
 from herald.errors import DirectoryError
 from herald.events import EVENT_TYPES, Severity
 from herald.models import (
@@ -207,6 +207,7 @@ class DirectorySpec(_Strict):
     rotations: list[RotationSpec] = Field(default_factory=list)
     resources: list[ResourceSpec] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(default_factory=list)
+    webhooks: list[writeback.WebhookSpec] = Field(default_factory=list)  # write-back (docs/webhooks.md)
 
 
 # --- loading with line numbers -------------------------------------------------------------
@@ -293,6 +294,7 @@ class _CrossCheck:
         self.duplicate_ids("teams", [t.id for t in self.spec.teams])
         self.duplicate_ids("rotations", [r.id for r in self.spec.rotations])
         self.duplicate_ids("routes", [r.id for r in self.spec.routes])
+        self.duplicate_ids("webhooks", [w.id for w in self.spec.webhooks])
         self.duplicate_devices()
         self.team_members()
         self.rotation_references()
@@ -384,10 +386,11 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
     device_count = _apply_people(spec, db)
     _apply_teams(spec, db)
     _apply_routing(spec, db)
+    webhooks = writeback.apply_endpoints(db, spec.webhooks)
     db.flush()
     return {"people": len(spec.people), "teams": len(spec.teams), "rotations": len(spec.rotations),
             "resources": len(spec.resources), "routes": len(spec.routes), "devices": device_count,
-            "deactivated_people": len(gone)}
+            "deactivated_people": len(gone), **webhooks}
 
 
 def _deactivate_people_gone(spec: DirectorySpec, db: Session) -> set[str]:

@@ -37,6 +37,9 @@ TASK_ROUTES: dict[str, str] = {
     "herald.sweep.backlog": "sweeps",
     "herald.sweep.due": "sweeps",
     "herald.sweep.purge": "sweeps",
+    # write-back webhooks (herald/writeback.py): their own pool, so a slow receiver never holds a sweep
+    "herald.writeback.deliver": "writeback",
+    "herald.sweep.writeback": "writeback",
 }
 
 RETRY_QUEUE = "retry"
@@ -100,6 +103,8 @@ POOLS: dict[str, WorkerPool] = {
     # The sweeps, and the ops lane (herald's own operations alerts, every stage): two processes, so an
     # alert is not held behind a long sweep.
     "sweeps": WorkerPool((OPS_QUEUE, "sweeps"), concurrency=2, prefetch_multiplier=1),
+    # Write-back webhooks: each run sends a batch concurrently and waits on receivers; one message at a time.
+    "writeback": WorkerPool(("writeback",), concurrency=2, prefetch_multiplier=1),
 }
 
 QUEUES: tuple[str, ...] = tuple(dict.fromkeys(q for pool in POOLS.values() for q in pool.queues))

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     # direct mode: a producer with the database records each event in the outbox before publishing
     publish_direct_record: bool = True
 
+    # write-back webhooks to the admin platform (herald/writeback.py, docs/webhooks.md)
+    webhook_retry_horizon_s: float = 86400.0  # a message not delivered this long after it was queued: failed
+    webhook_retry_base_s: float = 5.0  # first retry after about this long, then doubling (full jitter)
+    webhook_retry_max_s: float = 3600.0  # the longest wait between two attempts
+    webhook_timeout_s: float = 10.0  # one request to a receiver, connect included
+    webhook_tick_interval_s: float = 5.0  # the writeback sweep looks for due messages this often
+    webhook_batch_size: int = 50  # messages claimed per round (at most one per endpoint and subject)
+    webhook_allow_loopback: bool = False  # accept http(s) URLs on loopback (the local receiver only)
+
     # the HTTP API (herald api, docs/api.md): loopback unless told otherwise
     api_host: str = "127.0.0.1"
     api_port: int = 8080

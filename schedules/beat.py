@@ -52,6 +52,8 @@ def entries() -> list[Entry]:
         Entry("tick-due-work", "due", "herald.sweep.due", settings.due_tick_interval_s),
         # Old events, attempts, audit rows and plumbing past their retention.
         Entry("purge-retention", "purge", "herald.sweep.purge", settings.purge_interval_s),
+        # Write-back webhooks due (retries, or a kick lost): delivered by the writeback pool.
+        Entry("deliver-webhooks", "writeback", "herald.sweep.writeback", settings.webhook_tick_interval_s),
     ]
 
 

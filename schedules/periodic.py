@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from herald import writeback
 from herald.app import app
 from herald.outbox import relay
 from herald.settings import get_settings
@@ -17,7 +18,7 @@ from schedules.due import tick_recorded
 from schedules.expiry import sweep_credentials
 from schedules.purge import purge
 from schedules.recover import recover_stalled
-from schedules.runs import run_exclusive
+from schedules.runs import run_exclusive, run_recorded
 
 
 @app.task(base=HeraldTask, name="herald.sweep.recover")
@@ -51,3 +52,9 @@ def tick_due_work() -> dict[str, Any]:
 @app.task(base=HeraldTask, name="herald.sweep.purge")
 def purge_retention() -> dict[str, Any] | None:
     return purge(min_gap_s=get_settings().purge_interval_s / 2)
+
+
+@app.task(base=HeraldTask, name="herald.sweep.writeback")
+def deliver_webhooks() -> dict[str, Any]:
+    # Built to run side by side with the kicks (SKIP LOCKED, fenced outcomes): no lock, the run is recorded.
+    return run_recorded("writeback", lambda: dict(writeback.deliver_due()))

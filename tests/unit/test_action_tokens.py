@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -287,3 +288,28 @@ def test_three_tokens_and_the_longest_text_stay_within_each_providers_limit(keys
     body = {"fcm": lambda: doc["message"]["notification"]["body"], "apns": lambda: doc["aps"]["alert"]["body"],
             "webpush": lambda: doc["body"]}[channel]()
     assert body.endswith(ELLIPSIS) and len(body) > 500  # the body gave way, and kept most of itself
+
+
+def test_the_payloads_in_docs_actions_md_are_what_herald_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given the notification the examples show, its tokens signed as they were for the page
+    monkeypatch.setenv("HERALD_ACTION_KEYS", "k2:" + "x" * 43)
+    reload()
+    try:
+        expires = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
+        tokens = {action: mint(4711, "chen", action, expires) for action in actions.ACTIONS["incident"]}
+        event_id = "0b6f3c1e-8d0a-4d3e-9a55-2f1c0e7b9a10"
+        payload = Payload("[prod] managed flow failed: orders-to-erp", "HTTP 502 from the ERP after 3 attempts",
+                          f"herald://events/{event_id}?notification=4711",
+                          {"event_id": event_id, "notification_id": "4711", "type": "flow.failed", "severity": "error"},
+                          tokens, "HERALD_INCIDENT", "https://herald.example.com/app/#n=4711")
+        message = Message(Target(1, 1, "<registration token>", "token", "com.example.admin", "production", 1), payload,
+                          "error", "flow:orders-to-erp:prod", 86400, "flow:orders-to-erp:prod")
+        # then each JSON example of the page is exactly what the channel encodes
+        doc = (Path(__file__).resolve().parents[2] / "docs" / "actions.md").read_text()
+        apns_doc, fcm_doc, webpush_doc = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", doc, re.S)]
+        assert json.loads(apns.encode(message)) == apns_doc
+        assert json.loads(fcm.encode(message))["message"] == fcm_doc["message"]
+        assert json.loads(webpush.cleartext(message)) == webpush_doc
+    finally:
+        monkeypatch.undo()
+        reload()

@@ -125,3 +125,23 @@ def test_loopback_only_when_allowed_and_private_never() -> None:
         writeback.check_url("http://127.0.0.1:8765/h", allow_loopback=False)
     with pytest.raises(writeback.WebhookRefused, match="not public"):
         writeback.check_url("https://10.0.0.1/h", allow_loopback=True)
+
+
+def test_the_receiving_example_in_the_docs_verifies_and_applies_once(monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # given the receiver docs/webhooks.md shows the admin platform, loaded as a module (its server not started)
+    text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("ADMIN_WEBHOOK_SECRET", SECRET)
+    example: dict[str, object] = {"__name__": "docs_example"}
+    exec(compile(code, "docs/webhooks.md", "exec"), example)
+    receive = example["receive"]
+    assert callable(receive)
+    body = '{"data":{"id":12},"environment":"prod","subject":"incident:12","type":"incident.resolved"}'
+    headers = writeback.signed_headers(SECRET, "msg_7", body, utcnow())
+    # when herald's signed request arrives twice, and a tampered copy once
+    assert receive(body.encode(), headers) == 204
+    assert receive(body.encode(), headers) == 204
+    assert receive(body.replace("12", "13").encode(), headers) == 401
+    # then the change was applied once, and the tampered one not at all
+    assert capsys.readouterr().out.splitlines() == ['incident.resolved incident:12 {"id": 12}']

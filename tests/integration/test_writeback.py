@@ -90,9 +90,9 @@ def test_a_change_is_signed_and_the_receiver_verifies_it(receiver: Receiver, tmp
     assert counts["delivered"] == 1
     [got] = receiver.received
     assert got.error is None and got.answered == 204
-    assert got.payload == {"type": "incident.acknowledged", "environment": "prod", "subject": "incident:12",
-                           "timestamp": got.payload["timestamp"], "data": {"incident_id": 12, "by": "chen"}}
     [message] = messages()
+    assert got.payload == {"type": "incident.acknowledged", "environment": "prod", "subject": "incident:12",
+                           "timestamp": message.created_at.isoformat(), "data": {"incident_id": 12, "by": "chen"}}
     assert got.webhook_id == f"msg_{message.id}"
     assert message.status == "delivered" and message.attempts == 1
     with db.session() as s:

@@ -57,7 +57,7 @@ class DevChannel:
                 "app": message.target.app, "to": message.target.token[:24],
                 "title": message.payload.title, "body": message.payload.body,
                 "link": message.payload.link, "data": message.payload.data,
-                "category": message.payload.category, "actions": message.payload.actions,
+                "category": message.payload.category, "tokens": message.payload.actions,
                 "url": message.payload.url,
                 "severity": message.severity, "collapse_key": message.collapse_key,
                 "ttl_s": message.ttl_s,

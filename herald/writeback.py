@@ -33,6 +33,7 @@ import os
 import random
 import re
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -384,7 +385,9 @@ async def _send(message: _Claimed, *, timeout_s: float, allow_loopback: bool) ->
     except WebhookRefused as exc:
         return Reply(None, "", f"not sent: {exc}", 0)
     body = _body(message.payload)
-    headers = signed_headers(secret, f"msg_{message.id}", body, datetime.now(UTC))
+    # a test message is never stored: its id is its own subject (test:<random>), so no receiver skips it as seen
+    msg_id = f"msg_{message.id}" if message.id else f"msg_{message.subject.replace(':', '_')}"
+    headers = signed_headers(secret, msg_id, body, datetime.now(UTC))
     return await _post(message.url, body, headers, timeout_s=timeout_s, allow_loopback=allow_loopback)
 
 
@@ -401,7 +404,7 @@ def send_test(endpoint_id: str) -> Reply:
         if endpoint is None:
             raise LookupError(f"no webhook endpoint {endpoint_id!r}")
         now = utcnow()
-        claimed = _Claimed(0, endpoint.id, endpoint.url, endpoint.secret_ref, TEST_KIND, "test", {
+        claimed = _Claimed(0, endpoint.id, endpoint.url, endpoint.secret_ref, TEST_KIND, f"test:{uuid.uuid4().hex}", {
             "type": TEST_KIND, "timestamp": now.isoformat(), "environment": endpoint.environment,
             "subject": "test", "data": {"endpoint": endpoint.id}}, 1, now)
     settings = get_settings()
@@ -435,7 +438,8 @@ def deliver_due(now: datetime | None = None, *, limit: int | None = None, max_ro
         replies = asyncio.run(_send_all(claimed))
         delivered_before = counts["delivered"]
         with db.session() as s:
-            for message, reply in zip(claimed, replies, strict=True):
+            # deliveries first: a 410 in the same batch cancels the endpoint's pending messages, not what it got
+            for message, reply in sorted(zip(claimed, replies, strict=True), key=lambda pair: not pair[1].ok):
                 counts[_settle(s, message, reply, now)] += 1
         if counts["delivered"] == delivered_before:
             break

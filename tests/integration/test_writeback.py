@@ -285,6 +285,7 @@ def test_webhooks_test_sends_a_signed_message_and_prints_the_answer(receiver: Re
     assert got["type"] == "webhook.test"
     receiver.answer = 500
     assert herald("webhooks", "test", "admin-prod").returncode == 1
+    assert len({r.webhook_id for r in receiver.received}) == 2  # never skipped by a receiver as already seen
     assert herald("webhooks", "test", "nobody").returncode == 2
     assert messages() == []  # a test message is never stored
 

@@ -1,4 +1,4 @@
-"""``herald webhooks list|test|replay|enable|receive``: write-back to the admin platform (docs/webhooks.md)."""
+"""``herald webhooks list|messages|test|replay|enable|receive``: write-back to the admin platform (docs/webhooks.md)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,33 @@ def webhooks_list(as_json: Json = False) -> None:
     out.print(table)
 
 
+@webhooks_app.command("messages")
+def webhooks_messages(
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Only this endpoint's.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="pending, delivered, failed or cancelled.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
+    as_json: Json = False,
+) -> None:
+    """List the newest messages with their state and last error (the ids `herald webhooks replay` takes).
+
+    Example:
+
+        herald webhooks messages --status failed --endpoint admin-prod
+    """
+    from herald import db, writeback
+
+    with db.session() as s:
+        rows = writeback.list_messages(s, endpoint=endpoint, status=status, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "endpoint", "subject", "kind", "status", "attempts", "last error")
+    for r in rows:
+        table.add_row(str(r["id"]), r["endpoint"], r["subject"], r["kind"], r["status"], str(r["attempts"]),
+                      r["last_error"] or "")
+    out.print(table)
+
+
 @webhooks_app.command("test")
 def webhooks_test(endpoint: Annotated[str, typer.Argument(help="Endpoint id (herald webhooks list).")],
                   as_json: Json = False) -> None:
@@ -71,8 +98,7 @@ def webhooks_test(endpoint: Annotated[str, typer.Argument(help="Endpoint id (her
 
 @webhooks_app.command("replay")
 def webhooks_replay(
-    message: Annotated[int | None, typer.Argument(help="A message id (herald webhooks list --json names none: "
-                                                       "see the webhook_messages table or the receiver).")] = None,
+    message: Annotated[int | None, typer.Argument(help="A message id (herald webhooks messages).")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Every failed message.")] = False,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Only this endpoint's.")] = None,
 ) -> None:

@@ -51,8 +51,8 @@ from herald.safefiles import InputFileError, read_regular
 from herald.settings import get_settings
 
 __all__ = ["DELIVER_TASK", "KINDS", "Reply", "WebhookRefused", "WebhookSpec", "apply_endpoints", "backoff_s",
-           "check_url", "deliver_due", "enable", "endpoint_states", "kind_matches", "read_secret", "record",
-           "replay", "send_test", "signed_headers"]
+           "check_url", "deliver_due", "enable", "endpoint_states", "kind_matches", "list_messages", "read_secret",
+           "record", "replay", "send_test", "signed_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -593,3 +593,18 @@ def endpoint_states(s: Session) -> list[dict[str, Any]]:
                     "disabled_reason": e.disabled_reason,
                     **{k: by_status.get(k, 0) for k in ("pending", "delivered", "failed", "cancelled")}})
     return out
+
+
+def list_messages(s: Session, *, endpoint: str | None = None, status: str | None = None, limit: int = 100
+                  ) -> list[dict[str, Any]]:
+    """The newest messages (of one endpoint, in one status) with their last error: what ``replay`` takes by id."""
+    query = select(WebhookMessage).order_by(WebhookMessage.id.desc()).limit(limit)
+    if endpoint is not None:
+        query = query.where(WebhookMessage.endpoint_id == endpoint)
+    if status is not None:
+        query = query.where(WebhookMessage.status == status)
+    return [{"id": m.id, "endpoint": m.endpoint_id, "subject": m.subject, "kind": m.kind, "status": m.status,
+             "attempts": m.attempts, "created_at": m.created_at.isoformat(),
+             "next_attempt_at": m.next_attempt_at.isoformat() if m.status == "pending" else None,
+             "delivered_at": m.delivered_at.isoformat() if m.delivered_at else None, "last_error": m.last_error}
+            for m in s.scalars(query)]

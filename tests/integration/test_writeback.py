@@ -168,6 +168,9 @@ def test_retries_stop_at_the_horizon_then_failed_reported_and_replayed(receiver:
     assert listed.returncode == 0, listed.stderr
     [state] = json.loads(listed.stdout)
     assert (state["id"], state["state"], state["failed"], state["pending"]) == ("admin-prod", "active", 1, 0)
+    listed = herald("webhooks", "messages", "--status", "failed", "--json")
+    [failed] = json.loads(listed.stdout)
+    assert (failed["id"], failed["subject"], failed["last_error"]) == (message.id, "approval:9", "HTTP 503: ")
     status = herald("status", "--json")
     assert {(c["condition"], c["resource"]) for c in json.loads(status.stdout)["raised"]} >= {
         (writeback.FAILED, "admin-prod")}

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from api.auth import PersonId
 from api.errors import ApiError
+from api.fields import MAX_ID
 from herald import db
 from herald import devices as _devices
 from herald.audit import audit
@@ -23,7 +24,6 @@ from herald.models import Device, utcnow
 
 router = APIRouter(tags=["devices"])
 
-MAX_ID = 2**63 - 1  # ids are 64-bit: a larger one is simply not there
 REMOVED = "removed by its person (API)"
 
 

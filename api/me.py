@@ -1,4 +1,5 @@
-"""``GET /v1/me/notifications``: what a signed-in person still has to act on, with the action tokens to do it.
+"""A person's own door: ``POST /v1/sessions`` turns a one-time sign-in link into a session, and
+``GET /v1/me/notifications`` lists what a signed-in person still has to act on, with the action tokens to do it.
 
 One entry per open subject (an incident not resolved, an approval still pending), from the newest notification the
 person got about it; ``actions`` maps each action offered to its token for ``POST /v1/actions`` (herald/actions.py
@@ -13,12 +14,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import PersonId
-from herald import actions, db
+from api.errors import unauthorized
+from api.fields import storable
+from herald import actions, db, signin
 from herald.events import EVENT_TYPES
 from herald.models import Approval, EventRow, Incident, Notification
 
@@ -46,6 +49,31 @@ class OpenNotification(BaseModel):
     created_at: datetime
     subject: Subject
     actions: dict[str, str]  # action -> token
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    link: str = Field(min_length=1, max_length=256, description="the token after #signin= in the link "
+                                                                "`herald people link` printed")
+
+    _storable = field_validator("link")(storable)
+
+
+class SessionOut(BaseModel):
+    token: str  # send it as Authorization: Bearer ...
+    person_id: str
+
+
+@router.post("/v1/sessions", status_code=201, response_model=SessionOut, summary="Exchange a sign-in link",
+             responses={401: {"description": "a used, expired or unknown link"}})
+def exchange_link(body: SessionIn) -> SessionOut:
+    try:
+        with db.session() as s:
+            token = signin.exchange_link(s, body.link)
+            return SessionOut(token=token, person_id=signin.person_for_bearer(s, token))
+    except signin.SignInRefused as exc:
+        raise unauthorized(exc.reason) from None
 
 
 @router.get("/v1/me/notifications", response_model=list[OpenNotification],

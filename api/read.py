@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from api.auth import ReadKey
 from api.errors import ApiError
+from api.fields import MAX_ID
 from herald import db
 from herald.models import Answer, Approval, ApprovalVote, AuditLog, EventRow, Incident, Notification
 
 router = APIRouter(tags=["read"])
 
-MAX_ID = 2**63 - 1
 SubjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 

@@ -4,60 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from herald import db
-from herald.audit import audit
-from herald.models import Answer, Approval, EventRow, Incident, Notification
-from tests.integration.apiclient import api_client, bearer, make_key, sign_in
-
-NOW = datetime.now(UTC)
+from tests.integration.apiclient import api_client, approval, bearer, incident, make_key, sign_in
 
 
 @pytest.fixture
 def client(sample_directory: None) -> Iterator[TestClient]:
     yield from api_client()  # conftest gives the session an action-token key
-
-
-def event(environment: str, type: str = "flow.failed", **fields: Any) -> EventRow:
-    flow = "approval" if type == "approval.requested" else "failure"
-    return EventRow(id=uuid.uuid4(), type=type, flow=flow, source="urn:test", environment=environment,
-                    severity="error", idempotency_key=str(uuid.uuid4()), occurred_at=NOW, status="delivered",
-                    data=fields.pop("data", {"flow": "orders"}), **fields)
-
-
-def incident(environment: str, status: str = "open", notify: str = "alice") -> tuple[int, uuid.UUID]:
-    """An incident of one environment, the event that opened it, alice notified; (incident id, event id)."""
-    with db.session() as s:
-        row = Incident(dedup_key=f"flow:orders:{uuid.uuid4()}", environment=environment, title="orders failed",
-                       subject="orders", severity="error", status=status)
-        s.add(row)
-        s.flush()
-        opened = event(environment, incident_id=row.id)
-        s.add(opened)
-        s.flush()
-        s.add(Notification(event_id=opened.id, person_id=notify, route="test", reason="owner"))
-        audit(s, "herald", "incident.opened", "incident", row.id, event_id=str(opened.id))
-        s.add(Answer(environment=environment, subject_type="incident", subject_id=row.id, action="acknowledge",
-                     person_id="bruno", via="api", outcome="refused", reason="bruno was not notified"))
-        return row.id, opened.id
-
-
-def approval(environment: str, requester: str = "dana", status: str = "pending") -> int:
-    with db.session() as s:
-        requested = event(environment, "approval.requested", data={"target": "billing-api"})
-        s.add(requested)
-        s.flush()
-        row = Approval(event_id=requested.id, request_kind="api", target="billing-api", requester=requester,
-                       quorum=1, expires_at=NOW + timedelta(hours=1), status=status)
-        s.add(row)
-        s.add(Notification(event_id=requested.id, person_id="alice", route="test", reason="approver"))
-        s.flush()
-        return row.id
 
 
 def test_a_read_key_reads_an_incident_with_its_answers_and_audit_trail(client: TestClient) -> None:
@@ -126,3 +82,18 @@ def test_my_notifications_list_open_subjects_with_action_tokens(client: TestClie
 def test_my_notifications_need_a_signed_in_person(client: TestClient) -> None:
     assert client.get("/v1/me/notifications").status_code == 401
     assert client.get("/v1/me/notifications", headers=bearer(make_key("dev", "read"))).status_code == 401
+
+
+def test_a_sign_in_link_is_exchanged_once_for_a_session(client: TestClient) -> None:
+    from herald import db, signin
+
+    with db.session() as s:
+        link = signin.create_link(s, "alice")
+    answer = client.post("/v1/sessions", json={"link": link})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["person_id"] == "alice"
+    session = answer.json()["token"]
+    assert client.get("/v1/me/notifications", headers=bearer(session)).status_code == 200
+    again = client.post("/v1/sessions", json={"link": link})
+    assert again.status_code == 401 and link not in again.text
+    assert client.get("/v1/me/notifications", headers=bearer(link)).status_code == 401

@@ -13,9 +13,10 @@ is deactivated), ``flaky-`` fails once with the provider's transient error (the 
 What the fakes received is written to ``$HERALD_DATA_DIR/demo-fakes.json``.
 ``dev_channel=True`` (``herald demo --dev-channel``) writes JSON lines instead (herald/channels/dev.py).
 
-Then it answers, as people would from their phones: the open incident is acknowledged by the person
-it paged, the approval is approved by an approver (and, on purpose, refused to its own requester),
-and the summary reads back what those answers wrote: incident status and assignee, approval votes.
+Then it answers, as people would from their phones, with the action tokens of their notifications
+(herald/answers.py ``apply_token``): the open incident is acknowledged by the person it paged, the
+approval is approved by an approver (and, on purpose, refused to its own requester), and the summary
+reads back what those answers wrote: incident status and assignee, approval votes.
 The failures the summary counts are the fakes' deliberate faults, and it says so.
 """
 
@@ -95,18 +96,28 @@ def _burst(run: str) -> list[Any]:
     ]
 
 
-def _responses(run: str, incident_id: int, responder: str, approval_id: int) -> list[Any]:
-    """Answers as the app would post them: one acknowledgement, one approval, and one refused on purpose."""
-    from producers import respond
+def _respond(incident_event: uuid.UUID, approval_event: uuid.UUID) -> tuple[list[int], list[uuid.UUID]]:
+    """Answer as people would from their phones, with the action tokens of their notifications: the person
+    paged acknowledges the incident, an approver approves; and, on purpose, the requester tries to approve
+    their own request (refused). Returns the answers' ids and the ids of the events that tell the others."""
+    from herald import actions, answers
+    from herald.models import Answer
 
-    src: dict[str, Any] = {"source": f"devtools/demo/{run}"}
-    return [
-        respond("acknowledged", responder=responder, incident_id=incident_id, environment="prod",
-                comment="rotating the bank certificate", **src),
-        respond("approved", responder="bruno", approval_id=approval_id, environment="prod", **src),  # refused
-        respond("approved", responder="alice", approval_id=approval_id, environment="prod",
-                comment="reviewed the spec", **src),
-    ]
+    with db.session() as s:
+        page = s.scalars(select(Notification).where(Notification.event_id == incident_event)
+                         .order_by(Notification.id).limit(1)).one()
+        approval = s.scalars(select(Approval).where(Approval.event_id == approval_event)).one()
+        ask = s.scalars(select(Notification).where(Notification.event_id == approval_event)
+                        .order_by(Notification.id).limit(1)).one()
+        outcomes = [
+            answers.apply_token(s, actions.tokens_for(s, page)["acknowledge"], comment="rotating the bank certificate"),
+            answers.apply(s, answers.AnswerRequest(  # refused: the requester has no token, and no vote
+                subject_type="approval", subject_id=approval.id, action="approve", person=approval.requester,
+                environment="prod", via="cli")),
+            answers.apply_token(s, actions.tokens_for(s, ask)["approve"], comment="reviewed the spec"),
+        ]
+        told = [s.get_one(Answer, o.answer_id).event_id for o in outcomes if o.applied]
+    return [o.answer_id for o in outcomes], [e for e in told if e is not None]
 
 
 def _pending(ids: list[uuid.UUID]) -> int:
@@ -155,8 +166,11 @@ def failed_deliveries(ids: list[uuid.UUID], faults: list[dict[str, str]]) -> dic
     return counts
 
 
-def written_back(incident_ids: list[int], approval_id: int | None, answers: list[uuid.UUID]) -> dict[str, Any]:
+def written_back(incident_ids: list[int], approval_id: int | None, answers: list[int]) -> dict[str, Any]:
     """The state the answers (and the flow's recovery) wrote back, read from the database."""
+    from herald.answers import ACTIONS
+    from herald.models import Answer
+
     with db.session() as s:
         incidents = [{"id": i.id, "title": i.title, "status": i.status, "assignee": i.assignee,
                       "escalation_stopped": i.next_escalation_at is None}
@@ -164,9 +178,10 @@ def written_back(incident_ids: list[int], approval_id: int | None, answers: list
         approval = s.get(Approval, approval_id) if approval_id is not None else None
         votes = [{"person": v.person_id, "decision": v.decision} for v in s.scalars(
             select(ApprovalVote).where(ApprovalVote.approval_id == approval_id).order_by(ApprovalVote.id))]
-        refused = [{"type": e.type, "responder": e.data.get("responder"),
-                    "reason": (e.enrichment or {}).get("refused")}
-                   for e in s.scalars(select(EventRow).where(EventRow.id.in_(answers), EventRow.status == "refused"))]
+        refused = [{"type": f"response.{ACTIONS[a.subject_type][a.action]}", "responder": a.person_id,
+                    "reason": a.reason}
+                   for a in s.scalars(select(Answer).where(Answer.id.in_(answers), Answer.outcome == "refused")
+                                      .order_by(Answer.id))]
     return {"incidents": incidents,
             "approval": None if approval is None else {
                 "id": approval.id, "target": f"{approval.request_kind} {approval.target}",
@@ -303,7 +318,7 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
     directory_file = SAMPLE
     subscriptions: list[str] = []
     faults = sample_faults()  # deliberate, by token prefix; the fakes' own replace these below
-    answers: list[uuid.UUID] = []
+    answers: list[int] = []
     incident_ids: list[int] = []
     approval_id: int | None = None
     if not dev_channel:
@@ -343,14 +358,12 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
             incident_ids = [i for i in s.scalars(select(EventRow.incident_id).where(EventRow.id.in_([ids[3], ids[5]])))
                             if i is not None]
             incident_id = s.scalar(select(EventRow.incident_id).where(EventRow.id == ids[5]))
-            responder = s.scalar(select(Notification.person_id).where(Notification.event_id == ids[5])
-                                 .order_by(Notification.id).limit(1)) or "chen"  # who was paged answers
             approval_id = s.scalar(select(Approval.id).where(Approval.event_id == ids[6]))
         if incident_id is not None and approval_id is not None:
-            answers = [publish(event) for event in _responses(run_id, incident_id, responder, approval_id)]
-            ids += answers
+            answers, told = _respond(ids[5], ids[6])
+            ids += told
             if progress:
-                progress(f"published {len(answers)} answers; waiting for the pipeline")
+                progress(f"answered {len(answers)} times with action tokens; waiting for the pipeline")
             _wait(ids, deadline)
         result = summary(ids)
         result["failed"] = failed_deliveries(ids, faults)

@@ -103,6 +103,9 @@ class PersonSpec(_Strict):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     name: str
     email: str | None = None
+    # Other names the person answers or requests under (an admin platform's user name, an old id):
+    # an answer's identity matches id, email or an alias, case-insensitively (herald/answers.py).
+    aliases: list[str] = Field(default_factory=list)
     timezone: str = "UTC"
     quiet_hours: tuple[str, str] | None = None
     opt_out: list[ChannelName] = Field(default_factory=list)
@@ -406,7 +409,7 @@ def _deactivate_people_gone(spec: DirectorySpec, db: Session) -> set[str]:
 def _apply_people(spec: DirectorySpec, db: Session) -> int:
     """The file's people, their devices and subscriptions; returns how many devices the file names."""
     for p in spec.people:
-        db.merge(Person(id=p.id, name=p.name, email=p.email, timezone=p.timezone,
+        db.merge(Person(id=p.id, name=p.name, email=p.email, aliases=list(p.aliases), timezone=p.timezone,
                         quiet_hours=list(p.quiet_hours) if p.quiet_hours else None,
                         opted_out_channels=list(p.opt_out), active=True))
     db.flush()

@@ -146,6 +146,8 @@ def _types() -> dict[str, EventType]:
         ("flow.recovered", Flow.failure, FlowFailureData, Severity.info, "flow recovered"),
         ("flow.escalated", Flow.failure, FlowFailureData, Severity.critical, "incident still unacknowledged"),
         ("approval.requested", Flow.approval, ApprovalData, Severity.warning, "approval requested"),
+        # herald's own: the approvals sweep (or a late vote) closed it at its expiry, undecided
+        ("approval.expired", Flow.approval, ApprovalData, Severity.warning, "approval expired"),
         ("business.order_submitted", Flow.business, BusinessData, Severity.info, "order submitted"),
         ("business.shipment_status", Flow.business, BusinessData, Severity.info, "shipment status"),
         ("business.invoice_posted", Flow.business, BusinessData, Severity.info, "invoice posted"),

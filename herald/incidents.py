@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from herald import timers
+from herald import timers, writeback
 from herald.audit import audit
 from herald.events import Severity, make_event
 from herald.models import DueWork, EventRow, Incident, utcnow
@@ -39,9 +39,11 @@ def get(s: Session, incident_id: int) -> Incident | None:
     return s.get(Incident, incident_id, with_for_update=True)
 
 
-def existing_id(s: Session, incident_id: int) -> int | None:
-    """``incident_id`` if that incident exists (an event naming an incident herald opened itself)."""
-    return s.scalar(select(Incident.id).where(Incident.id == incident_id))
+def existing(s: Session, incident_id: int) -> Incident | None:
+    """The incident an event names, if it exists (an event about an incident herald opened itself); not locked."""
+    if not 0 < incident_id < 2**63:
+        return None
+    return s.get(Incident, incident_id)
 
 
 def first_event(s: Session, incident_id: int) -> EventRow | None:
@@ -51,20 +53,28 @@ def first_event(s: Session, incident_id: int) -> EventRow | None:
 
 
 def open(s: Session, dedup_key: str, *, environment: str, title: str, severity: str, actor: str,
-         escalate: bool = True, **details: Any) -> Incident:
+         escalate: bool = True, subject: str | None = None, **details: Any) -> Incident:
     """Open a new incident, audited, and (``escalate``) schedule its first escalation step.
 
     Raises :class:`IntegrityError` (its savepoint rolled back, the caller's transaction intact)
     when another transaction opened one for the same dedup key at the same moment.
     """
     with s.begin_nested():
-        incident = Incident(dedup_key=dedup_key, environment=environment, title=title, severity=severity)
+        incident = Incident(dedup_key=dedup_key, environment=environment, title=title, severity=severity,
+                            subject=subject)
         s.add(incident)
         s.flush()
     if escalate:
         schedule_escalation(s, incident)
     audit(s, actor, "incident.opened", "incident", incident.id, **details)
     return incident
+
+
+def about(incident: Incident, subject: str) -> bool:
+    """Whether the incident is about ``subject`` (a flow's name); rows from before 0005 by their title."""
+    if incident.subject is not None:
+        return incident.subject == subject
+    return incident.title.startswith(f"{subject}: ")
 
 
 def join(incident: Incident, severity: str) -> bool:
@@ -78,7 +88,7 @@ def join(incident: Incident, severity: str) -> bool:
 
 
 def open_or_join(s: Session, dedup_key: str, *, environment: str, title: str, severity: str, actor: str,
-                 **details: Any) -> tuple[Incident, bool]:
+                 subject: str | None = None, **details: Any) -> tuple[Incident, bool]:
     """Open an incident for the dedup key, or join the open one (nobody is notified twice).
 
     Returns the incident and whether its audience is to be told: True for a new incident, or one
@@ -90,7 +100,7 @@ def open_or_join(s: Session, dedup_key: str, *, environment: str, title: str, se
             return incident, join(incident, severity)
         try:
             return open(s, dedup_key, environment=environment, title=title, severity=severity, actor=actor,
-                        **details), True
+                        subject=subject, **details), True
         except IntegrityError:
             continue  # another worker opened it at the same moment: join theirs
     raise RuntimeError(f"could not open or join an incident for {dedup_key!r}")
@@ -142,8 +152,9 @@ ANSWERS = frozenset({"acknowledged", "resolved", "follow_up_requested"})
 
 
 def answer(s: Session, incident: Incident, action: str, responder: str, *, assignee: str | None = None,
-           comment: str | None = None, event_id: str | None = None) -> None:
-    """Apply one of :data:`ANSWERS` from ``responder``, audited with the incident's new state."""
+           comment: str | None = None, event_id: str | None = None, **details: Any) -> None:
+    """Apply one of :data:`ANSWERS` from ``responder``, audited with the incident's new state (and
+    ``details``: how the answer came). Who may answer is herald/answers.py's business."""
     if action == "acknowledged":
         acknowledge(s, incident, responder, assignee)
     elif action == "resolved":
@@ -153,14 +164,22 @@ def answer(s: Session, incident: Incident, action: str, responder: str, *, assig
     else:
         raise ValueError(f"{action!r} does not apply to an incident (known: {', '.join(sorted(ANSWERS))})")
     audit(s, responder, f"incident.{action}", "incident", incident.id, event_id=event_id,
-          status=incident.status, assignee=incident.assignee, comment=comment)
+          status=incident.status, assignee=incident.assignee, comment=comment, **details)
 
 
 def close(s: Session, dedup_key: str, *, actor: str, action: str, now: datetime | None = None,
-          **details: Any) -> Incident | None:
-    """Resolve the open incident for this dedup key (a recovery, a rotation), audited as ``action``."""
+          subject: str | None = None, environment: str | None = None, **details: Any) -> Incident | None:
+    """Resolve the open incident for this dedup key (a recovery, a rotation), audited as ``action``.
+
+    With ``subject`` and ``environment`` (a flow's recovery), only an incident about that subject in
+    that environment closes: a recovery of another flow carrying this dedup key closes nothing.
+    """
     incident = find_open(s, dedup_key)
     if incident is None:
+        return None
+    if environment is not None and incident.environment != environment:
+        return None
+    if subject is not None and not about(incident, subject):
         return None
     resolve(s, incident, now)
     audit(s, actor, action, "incident", incident.id, **details)
@@ -202,6 +221,9 @@ def escalate_incident(s: Session, row: DueWork) -> bool:
         incident.next_escalation_at = None
     audit(s, "herald/sweep.due", "incident.escalated", "incident", incident.id, level=row.step,
           token=str(row.token))
+    writeback.record(s, environment=incident.environment, kind="incident.escalated", subject=f"incident:{incident.id}",
+                     data={"type": "incident", "id": incident.id, "status": incident.status, "level": row.step,
+                           "title": incident.title})
     _page_again(s, incident, row.step)
     return True
 

@@ -36,6 +36,7 @@ TASK_ROUTES: dict[str, str] = {
     "herald.sweep.credentials": "sweeps",
     "herald.sweep.backlog": "sweeps",
     "herald.sweep.due": "sweeps",
+    "herald.sweep.approvals": "sweeps",
     "herald.sweep.purge": "sweeps",
     # write-back webhooks (herald/writeback.py): their own pool, so a slow receiver never holds a sweep
     "herald.writeback.deliver": "writeback",

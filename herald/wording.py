@@ -113,6 +113,9 @@ _APPROVAL_KIND = {"api": "a new API", "credential_set": "a credential set",
 
 
 def approval_body(change: str, data: dict[str, Any]) -> str:
+    if change == "expired":
+        votes = f" ({number(data.get('approvals') or 0)} of {number(data.get('quorum') or 1)} approvals)"
+        return f"Expired {when(data.get('expires_at'))} without a decision{votes}: nothing was approved"
     kind = _APPROVAL_KIND.get(str(data.get("request_kind")), "a request")
     summary = data.get("summary")
     quorum = data.get("quorum") or 1
@@ -170,9 +173,9 @@ def operations_body(change: str, data: dict[str, Any]) -> str:
     return body
 
 
-_RESPONSE_VERB = {"acknowledged": "acknowledged", "resolved": "resolved", "approved": "approved",
-                  "rejected": "rejected", "follow_up_requested": "asks for a follow-up on",
-                  "info_requested": "asks for more information on"}
+_RESPONSE_DONE = {"acknowledged": "acknowledged", "resolved": "resolved", "approved": "approved",
+                  "rejected": "rejected", "follow_up_requested": "follow-up requested",
+                  "info_requested": "more information requested"}
 
 
 def _incident_label(title: str) -> str:
@@ -182,7 +185,11 @@ def _incident_label(title: str) -> str:
 
 
 def answer_headline(change: str, data: dict[str, Any], enrichment: dict[str, Any]) -> str:
-    """What an answer's title says after the environment: who did what to which incident or approval."""
+    """What an answer's title says after the environment: what happened, by whom, to which subject.
+
+    ``acknowledged by Chen: orders-to-erp (managed flow failed)``; an approval the vote decided says
+    the count, ``approved (2 of 2): orders-api``. It replaces the notification its people got.
+    """
     incident, approval = enrichment.get("incident") or {}, enrichment.get("approval") or {}
     if data.get("incident_id") is not None:
         ref = f"incident #{data['incident_id']}"
@@ -190,7 +197,14 @@ def answer_headline(change: str, data: dict[str, Any], enrichment: dict[str, Any
     else:
         ref = f"approval #{data.get('approval_id')}"
         what = str(approval.get("target") or ref)
-    return f"{data.get('responder')} {_RESPONSE_VERB.get(change, change.replace('_', ' '))} {what}"
+    done = _RESPONSE_DONE.get(change, change.replace("_", " "))
+    who = data.get("responder_name") or data.get("responder")
+    if change == "approved" and data.get("quorum") is not None:
+        count = f"({number(data.get('approvals'))} of {number(data['quorum'])})"
+        done = f"approved {count}" if data.get("status") == "approved" else f"approved by {who} {count}"
+    else:
+        done = f"{done} by {who}"
+    return f"{done}: {what}"
 
 
 def answer_body(change: str, data: dict[str, Any]) -> str:

@@ -94,11 +94,5 @@ def ops_event(condition: Literal["queue_backlog", "processing_delayed", "sla_bre
                   {"resource": resource, "metric": metric, "value": value, "threshold": threshold}, **fields)
 
 
-# 7. responses
-def respond(action: Literal["acknowledged", "resolved", "follow_up_requested", "approved", "rejected",
-                            "info_requested"], *, responder: str, environment: str,
-            incident_id: int | None = None, approval_id: int | None = None, comment: str | None = None,
-            assignee: str | None = None, **fields: Any) -> Event:
-    return _event(f"response.{action}", environment,
-                  {"responder": responder, "incident_id": incident_id, "approval_id": approval_id,
-                   "comment": comment, "assignee": assignee}, **fields)
+# 7. responses are not events integration code builds: an answer goes through a door
+# (producers.respond, the HTTP API, an action token), which applies it (herald/answers.py).

@@ -50,6 +50,8 @@ def entries() -> list[Entry]:
         Entry("scan-backlog", "backlog", "herald.sweep.backlog", settings.backlog_interval_s),
         # Timed work (escalation steps...) due now, claimed with SKIP LOCKED.
         Entry("tick-due-work", "due", "herald.sweep.due", settings.due_tick_interval_s),
+        # Approvals past their expiry, undecided: closed (fail closed), written back, the requester told.
+        Entry("close-expired-approvals", "approvals", "herald.sweep.approvals", settings.due_tick_interval_s),
         # Old events, attempts, audit rows and plumbing past their retention.
         Entry("purge-retention", "purge", "herald.sweep.purge", settings.purge_interval_s),
         # Write-back webhooks due (retries, or a kick lost): delivered by the writeback pool.

@@ -13,6 +13,7 @@ from herald.app import app
 from herald.outbox import relay
 from herald.settings import get_settings
 from herald.taskbase import HeraldTask
+from schedules.approvals import sweep_approvals
 from schedules.backlog import scan_backlog
 from schedules.due import tick_recorded
 from schedules.expiry import sweep_credentials
@@ -47,6 +48,12 @@ def scan_backlog_task() -> dict[str, Any] | None:
 @app.task(base=HeraldTask, name="herald.sweep.due")
 def tick_due_work() -> dict[str, Any]:
     return tick_recorded()
+
+
+@app.task(base=HeraldTask, name="herald.sweep.approvals")
+def sweep_approvals_task() -> dict[str, Any] | None:
+    # as often as timed work: an approval closes within seconds of its expiry
+    return sweep_approvals(min_gap_s=get_settings().due_tick_interval_s / 2)
 
 
 @app.task(base=HeraldTask, name="herald.sweep.purge")

@@ -1,8 +1,10 @@
 """ingest: validate, deduplicate by idempotency key, persist, then the flow's own step.
 
 The one task that receives an event body rather than ids: it is where events enter. What a flow
-does besides storing the event (group into incidents, open an approval, apply an answer) is its
-entry in the per-flow table (herald/flows.py).
+does besides storing the event (group into incidents, open an approval) is its entry in the per-flow
+table (herald/flows.py). Ingest never applies an answer: a ``response.*`` event is accepted only when
+a door applied the answer it names (herald/answers.py), so a forged ``herald.ingest`` task (Flower, a
+replayed dead letter, ``herald publish``) changes nothing.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def persist(s: Session, event: Event) -> tuple[str, uuid.UUID]:
                  extra={"event_id": str(first_id)})
         # Still 'received': the first run may have died before enqueueing enrich; do it again.
         return ("received" if first_status == "received" else "duplicate"), first_id
-    # besides its row, what a new event does is its flow's (open or join an incident, apply an answer...)
+    # besides its row, what a new event does is its flow's (open or join an incident, open an approval...)
     return FLOWS[event.flow].ingest(s, s.get_one(EventRow, event.id)), event.id
 
 

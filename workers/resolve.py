@@ -2,8 +2,10 @@
 
 Recipients come from the routes in order (the first matching route wins unless it says
 ``continue``); each notification records the route and recipient rule that chose its person.
-The requester of an approval never receives it. Quiet hours hold back everything but critical
-events; channel opt-outs always hold.
+Besides the routes, the enrichment may name people to tell whatever the routes say (the others
+of an answer, whose notification it replaces) and people never told (an approval's requester, the
+person who answered: no echo of their own answer); see herald/flows.py. Quiet hours hold back
+everything but critical events; channel opt-outs always hold.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ from herald.taskbase import HeraldTask
 from workers.ingest import event_uuid
 
 log = logging.getLogger(__name__)
+
+
+TOLD = "(told)"  # the route of a notification the flow's audience asked for (herald/flows.py), not a route
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,12 @@ def recipients(s: Session, event: EventRow, now: datetime) -> dict[str, Choice]:
                     channels=tuple(route.channels) if route.channels else None, ids_only=route.ids_only))
         if not route.continue_:
             break
-    if event.type == "approval.requested":
-        chosen.pop(event.data["requester"], None)  # separation of duties
+    for person, why in (enrichment.get("tell") or {}).items():
+        chosen.setdefault(person, Choice(route=TOLD, reason=why[:255], channels=None, ids_only=False))
+    # separation of duties (the requester never gets their own request), and no echo of one's own answer
+    for person in [*enrichment.get("silence", []), *([event.data["requester"]] if event.type == "approval.requested"
+                                                      else [])]:
+        chosen.pop(person, None)
     return chosen
 
 

@@ -11,8 +11,21 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from herald.models import Approval, AuditLog, Delivery, Device, DueWork, EventRow, Incident, Notification, Outbox
+from herald import db, keys
+from herald.models import (
+    Answer,
+    Approval,
+    AuditLog,
+    Delivery,
+    Device,
+    DueWork,
+    EventRow,
+    Incident,
+    Notification,
+    Outbox,
+)
 from producers import (
+    AnswerRefused,
     approval_requested,
     artifact_deployed,
     business_event,
@@ -31,8 +44,20 @@ BRUNO_IPHONE = "e2fad090ef691ee4e035178562f08c0e262c9458572d5933b21f44a070564b85
 DANA_IPHONE = "97395269b5045e46036b9659d5f26ce13bef677975f0bbc49d52c47b495c1f30"
 
 
+def answers_key() -> str:
+    """An API key for integration code answering on people's behalf (producers.respond)."""
+    with db.session() as s:
+        _, key = keys.create(s, environment="prod", scope="answers")
+    return key
+
+
+def told_by(answer_id: int) -> uuid.UUID:
+    """The response event an applied answer published (it tells the others)."""
+    [(event_id,)] = rows(select(Answer.event_id).where(Answer.id == answer_id))
+    return event_id
+
+
 def on_call_in(rotation_id: str) -> tuple[str, str]:
-    from herald import db
     from herald.directory import on_call_now
     from herald.models import Rotation
 
@@ -114,19 +139,22 @@ def test_approval_skips_requester_and_answers_are_written_back(pipeline: Workers
     assert "alice" not in people  # never the requester
     assert set(people) == {"bruno", "dana"}
     approval_id = rows(select(Approval.id))[0].id
-    own = publish(respond("approved", responder="alice", approval_id=approval_id, environment="prod"))
-    one = publish(respond("approved", responder="bruno", approval_id=approval_id, environment="prod"))
-    wait_until(lambda: all_done([own, one]))
-    assert rows(select(EventRow.status).where(EventRow.id == own)) == [("refused",)]
+    key = answers_key()
+    with pytest.raises(AnswerRefused, match="the requester cannot answer their own approval"):
+        respond("approve", key=key, on_behalf_of="alice", approval_id=approval_id)
+    one = told_by(respond("approve", key=key, on_behalf_of="bruno", approval_id=approval_id).answer_id)
+    wait_until(lambda: all_done([one]))
     assert rows(select(Approval.status)) == [("pending",)]  # quorum 2, one valid vote
-    two = publish(respond("approved", responder="dana", approval_id=approval_id, environment="prod"))
+    assert "alice" not in notified(one)  # the requester hears the decision, not each vote
+    two = told_by(respond("approve", key=key, on_behalf_of="dana", approval_id=approval_id).answer_id)
     wait_until(lambda: all_done([two]))
     assert rows(select(Approval.status)) == [("approved",)]
-    # the requester hears about the answer
+    # the requester hears the decision; bruno's request is replaced; dana gets no echo of her own vote
     assert notified(two)["alice"][0] == "route answers-to-requesters: requester"
-    actions = [r.action for r in rows(select(AuditLog.action).order_by(AuditLog.id))]
-    # (the first two answers were processed concurrently: their order is not fixed)
-    assert sorted(actions) == ["approval.approve", "approval.approve", "approval.approve.refused"]
+    assert "bruno" in notified(two) and "dana" not in notified(two)
+    actions = [r.action for r in rows(select(AuditLog.action).where(AuditLog.subject_type == "approval")
+                                      .order_by(AuditLog.id))]
+    assert actions == ["approval.approve.refused", "approval.approve", "approval.approve"]
 
 
 def test_business_event_reaches_topic_subscribers_with_ids_only(pipeline: Workers) -> None:
@@ -189,13 +217,15 @@ def test_acknowledgement_updates_the_incident(pipeline: Workers) -> None:
     assert rows(select(DueWork.kind, DueWork.subject, DueWork.step, DueWork.state)) == [
         ("incident.escalate", str(incident_id), 1, "due")]
     assert rows(select(Incident.next_escalation_at))[0][0] is not None
-    ack = publish(respond("acknowledged", responder="chen", incident_id=incident_id, environment="prod"))
+    on_call, other = on_call_in("support-primary")
+    ack = told_by(respond("acknowledge", key=answers_key(), on_behalf_of=on_call, incident_id=incident_id).answer_id)
     wait_until(lambda: all_done([ack]))
     incident = rows(select(Incident.status, Incident.assignee, Incident.next_escalation_at))[0]
     assert (incident.status, incident.next_escalation_at) == ("acknowledged", None)
-    assert incident.assignee == "chen"
+    assert incident.assignee == on_call
     assert rows(select(DueWork.state)) == [("cancelled",)]  # acknowledged: it stops escalating
-    assert on_call_in("support-primary")[0] in notified(ack)
+    # the other one paged sees it taken; the one who acknowledged gets no echo
+    assert other in notified(ack) and on_call not in notified(ack)
 
 
 def test_plain_celery_command_runs_the_pools(workers: Workers, sample_directory: None) -> None:
@@ -238,7 +268,8 @@ def test_an_unacknowledged_incident_escalates_until_someone_acknowledges(workers
     assert set(notified(first_id)) == {on_call, other}
     assert rows(select(EventRow.incident_id).where(EventRow.id == first_id))[0][0] == first_data["incident_id"]
     # and when someone acknowledges, escalation stops where it is
-    ack = publish(respond("acknowledged", responder=on_call, incident_id=first_data["incident_id"], environment="prod"))
+    ack = told_by(respond("acknowledge", key=answers_key(), on_behalf_of=on_call,
+                          incident_id=first_data["incident_id"]).answer_id)
     wait_until(lambda: all_done([ack]))
     level = rows(select(Incident.escalation_level))[0][0]
     # then nothing is left that could escalate it (its steps are cancelled, none is running: a tick's claim

@@ -58,25 +58,12 @@ def test_an_approval_request_opens_an_approval(s: Session) -> None:
     assert (approval.event_id, approval.requester, approval.quorum) == (row.id, "alice", 2)
 
 
-def test_answers_apply_or_are_refused_with_the_reason(s: Session) -> None:
+def test_a_response_event_is_accepted_only_for_an_answer_a_door_applied(s: Session) -> None:
     _, failure = ingest(s, "flow.failed", {"flow": "orders-to-erp"})
-    status, ack = ingest(s, "response.acknowledged", {"responder": "chen", "incident_id": failure.incident_id})
-    assert status == "received" and ack.incident_id == failure.incident_id
-    assert s.get_one(Incident, failure.incident_id).assignee == "chen"
-    status, wrong = ingest(s, "response.approved", {"responder": "chen", "incident_id": failure.incident_id})
-    assert status == "refused" and wrong.status == "refused"
-    assert wrong.enrichment == {"refused": "response.approved does not apply to an incident"}
-    status, missing = ingest(s, "response.approved", {"responder": "bruno", "approval_id": 42})
-    assert status == "refused" and missing.enrichment == {"refused": "approval 42 does not exist"}
-    assert audited(s)[-1] == ("bruno", "approval.approve.refused", "42")
-    expires = (utcnow() + timedelta(hours=1)).isoformat()
-    ingest(s, "approval.requested", {"request_kind": "api", "target": "orders-api", "requester": "alice",
-                                     "expires_at": expires})
-    approval_id = s.scalars(select(Approval.id)).one()
-    status, own = ingest(s, "response.approved", {"responder": "alice", "approval_id": approval_id})
-    assert status == "refused" and own.enrichment == {"refused": "the requester cannot answer their own approval"}
-    status, _ = ingest(s, "response.approved", {"responder": "bruno", "approval_id": approval_id})
-    assert status == "received" and s.get_one(Approval, approval_id).status == "approved"
+    status, forged = ingest(s, "response.acknowledged", {"responder": "chen", "incident_id": failure.incident_id})
+    assert status == "refused" and forged.status == "refused"
+    assert s.get_one(Incident, failure.incident_id).status == "open"
+    assert audited(s)[-1] == ("chen", "response.acknowledged.refused", str(failure.incident_id))
 
 
 def test_an_event_naming_an_incident_herald_opened_joins_it(s: Session) -> None:
@@ -98,12 +85,7 @@ def test_enrich_adds_what_each_flow_needs_for_its_audience(s: Session) -> None:
     _, cred = ingest(s, "credential.expiring", {"credential": "erp-cert", "kind": "certificate",
                                                 "expires_at": expires, "owner": "person:alice"})
     assert describe(s, cred)["owners"] == ["person:alice"]
-    approval_id = s.scalars(select(Approval.id)).one()
-    _, answer = ingest(s, "response.approved", {"responder": "bruno", "approval_id": approval_id})
-    told = describe(s, answer)
-    # an answer goes to the audience of what it answers, and to the requester
-    assert told["owners"] == ["team:integration-leads"] and told["requester"] == "alice"
-    assert told["approval"] == {"id": approval_id, "status": "approved", "target": "orders-api"}  # quorum 1
+    assert describe(s, request)["silence"] == ["alice"]  # never told of their own request
 
 
 @pytest.mark.parametrize(("event_type", "data", "title"), [
@@ -112,7 +94,12 @@ def test_enrich_adds_what_each_flow_needs_for_its_audience(s: Session) -> None:
     ("business.order_submitted", {"topic": "orders.eu", "reference": "PO-1"}, "[prod] order submitted: PO-1"),
     ("ops.queue_backlog", {"resource": "edi-inbound", "metric": "depth", "value": 10},
      "[prod] queue backlog: edi-inbound"),
-    ("response.acknowledged", {"responder": "chen", "incident_id": 7}, "[prod] chen acknowledged incident #7"),
+    ("response.acknowledged", {"responder": "chen", "incident_id": 7}, "[prod] acknowledged by chen: incident #7"),
+    ("response.approved", {"responder": "dana", "responder_name": "Dana", "approval_id": 3, "status": "approved",
+                           "approvals": 2, "quorum": 2}, "[prod] approved (2 of 2): approval #3"),
+    ("approval.expired", {"request_kind": "api", "target": "orders-api", "requester": "bruno", "quorum": 2,
+                          "expires_at": "2026-12-01T12:00:00+00:00", "approval_id": 3, "approvals": 1},
+     "[prod] approval expired: orders-api"),
 ])
 def test_each_flow_names_its_subject_in_the_title(event_type: str, data: dict[str, object], title: str) -> None:
     flow = EVENT_TYPES[event_type].flow.value

@@ -16,7 +16,7 @@ from herald.channels.apns import provider as apns
 from herald.channels.fcm import provider as fcm
 from herald.channels.types import Message, Payload, Target
 from herald.channels.webpush import provider as webpush
-from herald.events import EVENT_TYPES, Event
+from herald.events import EVENT_TYPES, Event, make_event
 from herald.payload import MAX_PAYLOAD_BYTES, clean_body, clean_title, cut, fit, render
 from producers.helpers import (
     approval_requested,
@@ -25,7 +25,6 @@ from producers.helpers import (
     credential_expiring,
     flow_event,
     ops_event,
-    respond,
 )
 
 EXPIRES = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -167,22 +166,33 @@ def test_an_unreadable_credential_file_says_why() -> None:
     assert text(event) == ("[prod] credential file unreadable: /etc/herald/creds/erp.pem", "not a PEM certificate")
 
 
+def answered(change: str, environment: str = "prod", **data: Any) -> Event:
+    """The response event a door publishes for an applied answer (herald/answers.py)."""
+    return make_event(f"response.{change}", data, environment=environment, source="herald/answers")
+
+
 @pytest.mark.parametrize(("event", "enrichment", "title", "body"), [
-    (respond("acknowledged", responder="chen", incident_id=12, environment="prod", comment="on it",
-             assignee="chen"),
+    (answered("acknowledged", responder="chen", responder_name="Chen", incident_id=12, comment="on it",
+              assignee="chen"),
      {"incident": {"id": 12, "title": "orders-to-erp: flow.failed"}},
-     "[prod] chen acknowledged orders-to-erp (managed flow failed)", "Assigned to chen. \u201con it\u201d"),
-    (respond("resolved", responder="bruno", incident_id=12, environment="prod"),
+     "[prod] acknowledged by Chen: orders-to-erp (managed flow failed)", "Assigned to chen. \u201con it\u201d"),
+    (answered("resolved", responder="bruno", incident_id=12),
      {"incident": {"id": 12, "title": "credential erp-client-cert expired"}},
-     "[prod] bruno resolved credential erp-client-cert expired", "Incident #12"),
-    (respond("approved", responder="dana", approval_id=3, environment="prod"),
+     "[prod] resolved by bruno: credential erp-client-cert expired", "Incident #12"),
+    (answered("approved", responder="dana", responder_name="Dana", approval_id=3, status="approved", approvals=2,
+              quorum=2),
      {"approval": {"id": 3, "target": "orders-api"}},
-     "[prod] dana approved orders-api", "Approval #3"),
-    (respond("info_requested", responder="dana", approval_id=3, environment="prod", comment="Which partners?"),
-     None, "[prod] dana asks for more information on approval #3", "\u201cWhich partners?\u201d"),
-    (respond("follow_up_requested", responder="emil", incident_id=4, environment="test"),
-     None, "[test] emil asks for a follow-up on incident #4", "Incident #4"),
-], ids=["acknowledged", "resolved", "approved", "info-requested-unknown-approval", "follow-up"])
+     "[prod] approved (2 of 2): orders-api", "Approval #3"),
+    (answered("approved", responder="dana", responder_name="Dana", approval_id=3, status="pending", approvals=1,
+              quorum=2),
+     {"approval": {"id": 3, "target": "orders-api"}},
+     "[prod] approved by Dana (1 of 2): orders-api", "Approval #3"),
+    (answered("info_requested", responder="dana", approval_id=3, comment="Which partners?"),
+     None, "[prod] more information requested by dana: approval #3", "\u201cWhich partners?\u201d"),
+    (answered("follow_up_requested", environment="test", responder="emil", incident_id=4),
+     None, "[test] follow-up requested by emil: incident #4", "Incident #4"),
+], ids=["acknowledged", "resolved", "approved-decided", "approved-one-vote", "info-requested-unknown-approval",
+        "follow-up"])
 def test_response_text_says_who_did_what_to_which(event: Event, enrichment: dict[str, Any] | None, title: str,
                                                   body: str) -> None:
     assert text(event, enrichment) == (title, body)

@@ -47,7 +47,7 @@ from herald.safefiles import read_regular
 from herald.settings import Settings, get_settings
 
 __all__ = ["ACTIONS", "CATEGORIES", "TITLES", "ActionClaims", "ActionKeysMissing", "Offer", "TokenRefused",
-           "mint", "offer", "tokens_for", "verify"]
+           "keyring", "mint", "names", "offer", "token_id", "tokens_for", "verify"]
 
 # What each kind of notification offers, in the order a phone shows them (a browser shows the first two).
 ACTIONS: dict[str, tuple[str, ...]] = {"incident": ("acknowledge", "resolve", "follow_up"),
@@ -259,9 +259,9 @@ def verify(token: str, now: datetime | None = None) -> ActionClaims:
         action = _NAMES[code]
         if not (isinstance(notification_id, int) and isinstance(person_id, str) and isinstance(expiry, int)):
             raise TypeError
-    except (ValueError, TypeError, KeyError):
+        expires_at = datetime.fromtimestamp(expiry, UTC)
+    except (ValueError, TypeError, KeyError, OverflowError, OSError):
         raise TokenRefused("malformed action token claims", 400) from None
-    expires_at = datetime.fromtimestamp(expiry, UTC)
     if (now or datetime.now(UTC)) >= expires_at:
         raise TokenRefused(f"action token expired at {expires_at.isoformat()}", 410)
     return ActionClaims(token_id(notification_id, action), notification_id, person_id, action, expires_at, kid)

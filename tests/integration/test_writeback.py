@@ -13,6 +13,8 @@ import secrets
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +38,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -302,3 +309,30 @@ def test_the_writeback_pool_delivers_after_commit(receiver: Receiver, tmp_path: 
     # then the kick sent after commit has the pool deliver it
     wait_until(lambda: receiver.verified, message="the webhook delivered by the writeback pool")
     wait_until(lambda: [m.status for m in messages()] == ["delivered"], message="the message marked delivered")
+
+
+def test_herald_webhooks_receive_verifies_records_and_refuses_a_bad_signature(env: dict[str, str],
+                                                                              tmp_path: Path) -> None:
+    # given `herald webhooks receive` running with the endpoint's secret
+    port, out = free_port(), tmp_path / "received.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "webhooks", "receive", "--port", str(port),
+                             "--secret-env", SECRET_VAR, "--out", str(out)], cwd=ROOT, env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: listening(port), message="the receiver listening")
+        apply_webhooks(tmp_path, endpoint(f"http://127.0.0.1:{port}/webhooks/prod"))
+        # when herald delivers a change, and someone posts an unsigned one
+        record("incident.resolved", "incident:4")
+        assert writeback.deliver_due()["delivered"] == 1
+        forged = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/prod", data=b'{"type":"x"}',
+                                        headers={"webhook-id": "msg_1", "webhook-timestamp": "1",
+                                                 "webhook-signature": "v1,AAAA"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=10)
+        assert refused.value.code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # then both are recorded, the forged one refused
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["answered"], (r["payload"] or {}).get("subject")) for r in lines] == [(204, "incident:4"), (401, None)]

@@ -28,13 +28,15 @@ def credentials() -> Iterator[dict[str, dict[str, str]]]:
     with db.session() as s:
         directory.apply(directory.load(SAMPLE_DIRECTORY), s)
     yield {"publish": bearer(make_key("dev", "publish")), "read": bearer(make_key("dev", "read")),
-           "person": bearer(sign_in("alice"))}
+           "answers": bearer(make_key("dev", "answers")), "person": bearer(sign_in("alice"))}
     clear_broker()  # what the run published, no worker ever takes
 
 
 def who(path: str) -> str:
     if path == "/v1/events":
         return "publish"
+    if path == "/v1/answers":
+        return "answers"
     if path.startswith(("/v1/events/", "/v1/incidents/", "/v1/approvals/")):
         return "read"
     return "person"

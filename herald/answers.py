@@ -164,7 +164,7 @@ def apply_token(s: Session, token: str, comment: str | None = None) -> AnswerOut
     outcome = apply(s, AnswerRequest(
         subject_type=subject_type, subject_id=subject_id, action=claims.action, person=claims.person_id,
         environment=environment, via="token", comment=comment, token_id=claims.token_id,
-        notification_id=notification.id, key_id=claims.key_id))
+        notification_id=notification.id))
     use.outcome = "applied" if outcome.applied else "refused"
     return outcome
 

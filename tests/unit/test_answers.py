@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from herald import answers, approvals
+from herald import actions, answers, approvals
 from herald.answers import AnswerOutcome, AnswerRequest
 from herald.flows import FLOWS
 from herald.models import (
+    ActionTokenUse,
     Answer,
     Approval,
     ApprovalVote,
@@ -303,3 +304,43 @@ def test_approvals_vote_counts_per_decision(s: Session) -> None:
     answer(s, approval, "approve", "dana")
     answer(s, approval, "request_info", "emil")
     assert approvals.counts(s, approval) == {"approve": 1, "reject": 0, "request_info": 1}
+
+
+# --- the action token door --------------------------------------------------------------------------
+
+def test_an_action_token_answers_once_as_its_person(s: Session) -> None:
+    incident = failing(s)
+    page = s.scalars(select(Notification).where(Notification.person_id == "chen")).one()
+    token = actions.tokens_for(s, page)["acknowledge"]
+    first = answers.apply_token(s, token, comment="on it")
+    assert first.applied and (incident.status, incident.assignee) == ("acknowledged", "chen")
+    row = s.get_one(Answer, first.answer_id)
+    assert (row.via, row.person_id, row.token_id, row.comment) == ("token", "chen", f"{page.id}:acknowledge", "on it")
+    # the same token again: refused as used, and nothing more is written
+    answers_before = len(s.scalars(select(Answer)).all())
+    again = answers.apply_token(s, token)
+    assert (again.applied, again.status, again.answer_id) == (False, 409, first.answer_id)
+    assert len(s.scalars(select(Answer)).all()) == answers_before
+    assert [u.outcome for u in s.scalars(select(ActionTokenUse))] == ["applied"]
+
+
+def test_a_token_whose_answer_is_refused_is_used_up_with_the_refusal(s: Session) -> None:
+    incident = failing(s)
+    page = s.scalars(select(Notification).where(Notification.person_id == "chen")).one()
+    tokens = actions.tokens_for(s, page)
+    assert answers.apply_token(s, tokens["resolve"]).applied
+    late = answers.apply_token(s, tokens["acknowledge"])
+    assert (late.status, late.reason) == (409, f"incident {incident.id} is already resolved")
+    assert {u.action: u.outcome for u in s.scalars(select(ActionTokenUse))} == {
+        "resolve": "applied", "acknowledge": "refused"}
+
+
+def test_a_forged_token_writes_nothing(s: Session) -> None:
+    incident = failing(s)
+    page = s.scalars(select(Notification).where(Notification.person_id == "chen")).one()
+    token = actions.tokens_for(s, page)["acknowledge"]
+    kid, claims, signature = token.split(".")
+    with pytest.raises(actions.TokenRefused) as refused:
+        answers.apply_token(s, f"{kid}.{claims}.{signature[::-1]}")
+    assert refused.value.status == 401 and incident.status == "open"
+    assert s.scalars(select(Answer)).all() == [] and s.scalars(select(ActionTokenUse)).all() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import actions, answers, devices, errors, events, health, me, page, read
+from api.limits import BodyLimit
 
 
 def create_app() -> FastAPI:
@@ -13,6 +14,7 @@ def create_app() -> FastAPI:
                               "a person's session or OIDC token. Refusals are JSON: "
                               '`{"error": "...", "reason": "..."}`. See docs/api.md.')
     errors.install(app)
+    app.add_middleware(BodyLimit)
     for module in (health, events, actions, answers, devices, me, read, page):
         app.include_router(module.router)
     return app

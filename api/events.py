@@ -16,6 +16,7 @@ Spec: https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -108,9 +109,16 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Postgres' jsonb cannot hold them
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400 parses as infinity, which jsonb cannot hold either
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
 def _json(raw: bytes) -> Any:
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError):
         raise ApiError(400, "the body is not valid JSON", error="invalid event") from None
 

@@ -94,3 +94,14 @@ def test_a_person_removes_their_own_device_but_never_another_persons(client: Tes
     assert alices not in [d for d, _ in devices_of("alice")]
     assert client.delete(f"/v1/devices/{alices}", headers=as_alice).status_code == 404
     assert client.delete(f"/v1/devices/{2**63}", headers=as_alice).status_code == 422
+
+
+def test_a_body_over_the_limit_is_413_whether_its_length_is_announced_or_not(client: TestClient) -> None:
+    before = devices_of("alice")
+    huge = json.dumps({"channel": "fcm", "token": "x" * 100_000}).encode()
+    headers = {**bearer(sign_in("alice")), "Content-Type": "application/json"}
+    announced = client.post("/v1/devices", content=huge, headers=headers)
+    assert announced.status_code == 413 and announced.json()["error"] == "request entity too large"
+    chunked = client.post("/v1/devices", content=iter([huge[:50_000], huge[50_000:]]), headers=headers)
+    assert chunked.status_code == 413
+    assert devices_of("alice") == before

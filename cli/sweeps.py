@@ -71,6 +71,19 @@ def sweep_due(as_json: Json = False) -> None:
     _report("due", tick_recorded(), as_json)
 
 
+@sweep_app.command("approvals")
+def sweep_approvals(as_json: Json = False) -> None:
+    """Close the pending approvals past their expiry (fail closed), write it back, tell the requester.
+
+    Example:
+
+        herald sweep approvals --json
+    """
+    from schedules.approvals import sweep_approvals as run
+
+    _report("approvals", run(), as_json)
+
+
 @sweep_app.command("purge")
 def sweep_purge(as_json: Json = False) -> None:
     """Delete events, attempts, audit rows and plumbing older than their retention (HERALD_RETAIN_*).

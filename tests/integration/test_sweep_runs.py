@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from herald import db
 from herald.models import (
+    Approval,
     AuditLog,
     CredentialNotice,
     Delivery,
@@ -177,3 +178,22 @@ def test_purge_deletes_what_is_past_retention_and_keeps_what_is_pending(sample_d
     assert {r[0] for r in rows(select(EventRow.idempotency_key))} == {"stuck", "new"}
     assert rows(select(func.count()).select_from(Delivery)) == [(2,)]
     assert rows(select(func.count()).select_from(DeliveryAttempt)) == [(1,)]  # attempts: 30 days
+
+
+def test_the_approvals_sweep_from_the_cli_closes_an_approval_past_its_expiry(clean: None) -> None:
+    # given a pending approval whose expiry has passed
+    event_id = uuid.uuid4()
+    with db.session() as s:
+        s.add(EventRow(id=event_id, type="approval.requested", flow="approval", source="test", environment="prod",
+                       severity="info", idempotency_key=str(event_id), occurred_at=utcnow(),
+                       data={"requester": "ana", "target": "orders-api"}, status="resolved"))
+        s.flush()
+        s.add(Approval(event_id=event_id, request_kind="api", target="orders-api", requester="ana", quorum=1,
+                       expires_at=utcnow() - timedelta(minutes=1)))
+    # when an operator runs the sweep
+    result = runner.invoke(app, ["sweep", "approvals", "--json"])
+    # then it failed closed and the run is recorded
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert json.loads(result.stdout) == {"expired": 1}
+    assert rows(select(Approval.status)) == [("expired",)]
+    assert rows(select(SweepRun.runs).where(SweepRun.sweep == "approvals")) == [(1,)]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -44,8 +45,20 @@ def _answers(url: str) -> bool:
         return False
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses something listens on at ``port`` (Linux /proc/net/tcp: state 0A is LISTEN)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
 def test_ready_when_the_database_and_broker_answer() -> None:
     with herald_api() as url:
+        assert listening_addresses(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}  # loopback unless told otherwise
         answer = httpx.get(f"{url}/readyz", timeout=10)
         assert answer.status_code == 200
         assert answer.json() == {"status": "ready", "database": "ok", "broker": "ok"}
@@ -63,3 +76,12 @@ def test_not_ready_when_the_broker_is_unreachable() -> None:
         assert body["status"] == "unavailable" and body["database"] == "ok"
         assert body["broker"].startswith("unreachable")
         assert "s3cret-pw" not in answer.text
+
+
+def test_not_ready_when_the_database_is_unreachable() -> None:
+    closed = free_port()
+    with herald_api(HERALD_DATABASE_URL=f"postgresql+psycopg://herald:db-s3cret@127.0.0.1:{closed}/herald") as url:
+        answer = httpx.get(f"{url}/readyz", timeout=30)
+        assert answer.status_code == 503
+        assert answer.json()["database"].startswith("unreachable") and answer.json()["broker"] == "ok"
+        assert "db-s3cret" not in answer.text

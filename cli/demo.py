@@ -20,8 +20,9 @@ def demo(
 
     Uses the embedded default (SQLite state and broker in HERALD_DATA_DIR) unless
     HERALD_DATABASE_URL / HERALD_BROKER_URL point elsewhere. Messages go through the real FCM, APNs
-    and Web Push code to local fakes of the providers, started for the demo. Exits 1 if a target is
-    still pending.
+    and Web Push code to local fakes of the providers, started for the demo; the answers' write-back
+    goes to a local receiver that verifies each webhook's signature. Exits 1 if a target is still
+    pending or a write-back did not arrive.
 
     Examples:
 
@@ -36,10 +37,11 @@ def demo(
     progress = None if as_json else (lambda text: err.print(text, style="dim"))
     result = demo_module.run(timeout_s=timeout_s, progress=progress, dev_channel=dev_channel)
     if as_json:
-        print_json({k: result[k] for k in ("flows", "pending", "failed", "deliberate_faults", "written_back")})
+        print_json({k: result[k] for k in ("flows", "pending", "failed", "deliberate_faults", "written_back",
+                                           "webhooks")})
     else:
         _print_summary(result)
-    if result["pending"]:
+    if result["pending"] or result["webhooks"]["missing"]:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -56,6 +58,7 @@ def _print_summary(result: dict[str, Any]) -> None:
     _print_failures(result)
     _print_received(result)
     _print_written_back(result["written_back"])
+    _print_webhooks(result["webhooks"])
     out.print("trace one event: herald events list, then herald events show ID")
 
 
@@ -97,3 +100,13 @@ def _print_written_back(back: dict[str, Any]) -> None:
                   f"{a['status']} ({votes})")
     for r in back["refused"]:
         out.print(f"  refused on purpose: {r['type']} from {r['responder']}: {r['reason']}")
+
+
+def _print_webhooks(hooks: dict[str, Any]) -> None:
+    kinds = ", ".join(f"{h['kind']} ({h['subject']})" for h in hooks["verified"]) or "none"
+    out.print(f"signed webhooks the admin platform's receiver verified ({hooks['url']}): {kinds}",
+              markup=False, highlight=False)
+    if hooks["missing"]:
+        out.print(f"  not received before the deadline: {', '.join(hooks['missing'])}", markup=False)
+    if hooks["refused"]:
+        out.print(f"  refused by the receiver (bad signature): {hooks['refused']}", markup=False)

@@ -22,6 +22,7 @@ The failures the summary counts are the fakes' deliberate faults, and it says so
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -42,6 +43,7 @@ from herald.settings import get_settings
 
 if TYPE_CHECKING:
     from devtools.fakes import FakeProviders
+    from devtools.receiver import Receiver
 
 SAMPLE = Path(__file__).parent / "samples" / "directory.yaml"
 FLOWS = ("artifact", "failure", "approval", "business", "credential", "operations", "response")
@@ -118,6 +120,22 @@ def _respond(incident_event: uuid.UUID, approval_event: uuid.UUID) -> tuple[list
         ]
         told = [s.get_one(Answer, o.answer_id).event_id for o in outcomes if o.applied]
     return [o.answer_id for o in outcomes], [e for e in told if e is not None]
+
+
+def close_earlier_runs() -> int:
+    """Resolve the incidents an earlier demo run left open in this data folder (audited), so that this
+    run's flow failures open incidents of their own instead of joining those; returns how many."""
+    from herald import incidents
+    from herald.audit import audit
+
+    with db.session() as s:
+        earlier = s.scalars(select(Incident).where(
+            Incident.status != "resolved",
+            Incident.id.in_(select(EventRow.incident_id).where(EventRow.source.like("devtools/demo/%"))))).all()
+        for incident in earlier:
+            incidents.resolve(s, incident)
+            audit(s, "herald demo", "incident.resolved", "incident", incident.id, reason="an earlier demo run's")
+    return len(earlier)
 
 
 def _pending(ids: list[uuid.UUID]) -> int:
@@ -306,6 +324,51 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+# The admin platform's side of the write-back (flow 7): a local receiver that verifies each webhook's
+# signature, as docs/webhooks.md tells a receiver to. Its secret is made per run and reaches the worker
+# through this variable (a directory entry names where a secret is read, never the secret itself).
+WEBHOOK_SECRET_ENV = "HERALD_DEMO_WEBHOOK_SECRET"
+WRITTEN_BACK_KINDS = {"incident.acknowledged", "approval.approved"}  # what the demo's answers write back
+
+
+def start_receiver(folder: Path) -> Receiver:
+    from devtools.receiver import Receiver
+
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    os.environ[WEBHOOK_SECRET_ENV] = secret
+    os.environ["HERALD_WEBHOOK_ALLOW_LOOPBACK"] = "true"  # the receiver listens on this machine
+    get_settings.cache_clear()
+    out = folder / "demo-webhooks.jsonl"
+    out.unlink(missing_ok=True)
+    return Receiver(secret, out=out).start()
+
+
+def with_webhooks(source: Path, receiver: Receiver, folder: Path) -> Path:
+    """The directory file ``source`` plus one webhook endpoint per environment, all at ``receiver``."""
+    from devtools.receiver import endpoints
+
+    spec, _node = safeyaml.parse(source.read_text(), where=str(source))
+    spec["webhooks"] = endpoints(receiver.url, f"env:{WEBHOOK_SECRET_ENV}", get_settings().environments)
+    path = folder / "demo-directory.yaml"
+    path.write_text("# The sample directory as herald demo uses it: devices at the demo's fakes (unless\n"
+                    "# --dev-channel), webhooks at its local receiver.\n" + yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def webhooks_received(receiver: Receiver, deadline: float) -> dict[str, Any]:
+    """Wait (until ``deadline``) for the write-back of the demo's answers; what the receiver verified."""
+    def kinds() -> set[str]:
+        return {str(p.get("type")) for p in receiver.verified}
+
+    while not kinds() >= WRITTEN_BACK_KINDS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {"url": receiver.url, "verified": [{"kind": p.get("type"), "subject": p.get("subject")}
+                                              for p in receiver.verified],
+            "refused": sum(1 for r in receiver.received if r.payload is None),
+            "missing": sorted(WRITTEN_BACK_KINDS - kinds()),
+            "log": str(receiver.out)}
+
+
 def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = False) -> dict[str, Any]:
     """Run the demo; ``dev_channel`` writes JSON lines instead of sending to the fakes."""
     from producers import publish
@@ -332,6 +395,8 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
         directory_file, subscriptions, faults = demo_directory(fakes, settings.data_dir)
         if progress:
             progress(f"fakes of FCM, APNs and Web Push listening ({fakes.urls['control']})")
+    receiver = start_receiver(settings.data_dir)
+    directory_file = with_webhooks(directory_file, receiver, settings.data_dir)
     with db.session() as s:
         directory.apply(directory.load(directory_file), s)
         if not dev_channel:
@@ -343,6 +408,7 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
             stale = [ident for ident, token in live if json.loads(token)["endpoint"] not in endpoints]
             s.execute(update(Device).where(Device.id.in_(stale))
                       .values(active=False, deactivated_reason="demo: subscription of an earlier run"))
+    close_earlier_runs()
     run_id = uuid.uuid4().hex[:8]
     log_path = settings.data_dir / "demo-worker.log"
     proc = start_worker(log_path, worker_env)
@@ -366,10 +432,12 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
                 progress(f"answered {len(answers)} times with action tokens; waiting for the pipeline")
             _wait(ids, deadline)
         result = summary(ids)
+        result["webhooks"] = webhooks_received(receiver, deadline)
         result["failed"] = failed_deliveries(ids, faults)
         result["written_back"] = written_back(sorted(set(incident_ids)), approval_id, answers)
     finally:
         stop_worker(proc)
+        receiver.stop()
         if fakes is not None:
             seen_by_fakes = fakes_report(fakes, settings.data_dir / "demo-fakes.json")
             fakes.stop_thread()

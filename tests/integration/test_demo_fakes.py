@@ -80,13 +80,15 @@ def assert_written_back(lines: list[str], data_dir: Path) -> None:
             in lines[start:])
     assert ("  refused on purpose: response.approved from bruno: the requester cannot answer their own approval"
             in lines[start:])
+    [hooks] = [line for line in lines[start:] if line.startswith("signed webhooks")]
+    assert hooks.endswith(f"incident.acknowledged (incident:{ident}), approval.approved (approval:{approval[0]})")
 
 
 def test_demo_dev_channel_writes_json_lines_and_starts_no_fakes(tmp_path: Path) -> None:
     done = herald(embedded_env(tmp_path), "demo", "--json", "--dev-channel", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert set(result) == {"flows", "pending", "failed", "deliberate_faults", "written_back"}
+    assert set(result) == {"flows", "pending", "failed", "deliberate_faults", "written_back", "webhooks"}
     assert result["pending"] == 0
     # the development channel plays the sample's token prefixes too: its failures are the deliberate ones
     assert [(f["token"], f["fault"]) for f in result["deliberate_faults"]] == [
@@ -101,6 +103,19 @@ def test_demo_dev_channel_writes_json_lines_and_starts_no_fakes(tmp_path: Path) 
         {"person": "alice", "decision": "approve"}]
     assert back["refused"] == [{"type": "response.approved", "responder": "bruno",
                                 "reason": "the requester cannot answer their own approval"}]
+    # and the admin platform's receiver verified the signed write-back of both answers, and refused none
+    hooks = result["webhooks"]
+    assert [h["kind"] for h in hooks["verified"]] == ["incident.acknowledged", "approval.approved"]
+    assert hooks["missing"] == [] and hooks["refused"] == 0
+    received = [json.loads(line) for line in Path(hooks["log"]).read_text().splitlines()]
+    assert [(r["path"], r["answered"], r["error"]) for r in received] == [("/webhooks/prod", 204, None)] * 2
     lines = (tmp_path / "dev-channel.jsonl").read_text().splitlines()
     assert len(lines) >= sum(sum(r["deliveries"].values()) for r in result["flows"].values())
     assert not (tmp_path / "demo-fakes.json").exists()
+    # and a second run in the same data folder answers again (the first run's open incident is closed
+    # first: its new failure would otherwise join it, and nobody would be paged to answer)
+    again = herald(embedded_env(tmp_path), "demo", "--json", "--dev-channel", timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rerun = json.loads(again.stdout)
+    assert [i["status"] for i in rerun["written_back"]["incidents"]] == ["resolved", "acknowledged"]
+    assert rerun["webhooks"]["missing"] == []

@@ -77,8 +77,9 @@ def test_demo_json_reports_all_seven_flows_with_nothing_pending(tmp_path: Path) 
     done = herald(embedded_env(tmp_path), "demo", "--json", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert set(result) == {"flows", "pending", "failed", "deliberate_faults", "written_back"}
+    assert set(result) == {"flows", "pending", "failed", "deliberate_faults", "written_back", "webhooks"}
     assert result["pending"] == 0
+    assert result["webhooks"]["missing"] == []  # the answers' signed write-back was verified by the receiver
     # every failure is one the fakes were told to make, and the answers were written back
     assert result["failed"]["unexpected"] == 0 and result["failed"]["deliberate"] >= 1
     assert [i["status"] for i in result["written_back"]["incidents"]] == ["resolved", "acknowledged"]

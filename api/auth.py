@@ -8,9 +8,10 @@ sign-in link or an OIDC token (herald/signin.py) and acts only on what is their 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError, unauthorized
@@ -64,6 +65,38 @@ def signed_in_person(credentials: Annotated[HTTPAuthorizationCredentials | None,
         raise unauthorized(exc.reason) from None
 
 
+@dataclass(frozen=True)
+class DeviceOwner:
+    """Whose devices a request manages (``person``), and who is asking (``actor``: the person, or ``key:<id>``)."""
+
+    person: str
+    actor: str
+
+
+def device_owner(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_person_scheme)],
+                 person: Annotated[str | None, Query(max_length=255, description=(
+                     "with an API key of the devices scope: the directory person (id, email or alias) whose "
+                     "devices to manage; a signed-in person manages only their own"))] = None) -> DeviceOwner:
+    """A dependency: a signed-in person's own devices, or, for an app backend holding a key of the ``devices``
+    scope, the devices of the person it names (devices serve every environment, so the key's environment
+    does not limit whose devices it manages)."""
+    presented = _presented(credentials)
+    if not presented.startswith(f"{keys.PREFIX}_"):
+        me = signed_in_person(credentials)
+        if person is not None and person != me:
+            raise ApiError(403, "a person manages only their own devices (an app backend uses a devices key)")
+        return DeviceOwner(me, me)
+    key = key_with("devices")(credentials)
+    if person is None:
+        raise ApiError(400, "a devices key names whose devices: ?person=ID")
+    with db.session() as s:
+        found = signin.resolve_identity(s, person)
+    if found is None:
+        raise ApiError(404, f"no person {person!r} in the directory")
+    return DeviceOwner(found, f"key:{key.id}")
+
+
 PublishKey = Annotated[keys.KeyInfo, Depends(key_with("publish"))]
 ReadKey = Annotated[keys.KeyInfo, Depends(key_with("read"))]
 PersonId = Annotated[str, Depends(signed_in_person)]
+Owner = Annotated[DeviceOwner, Depends(device_owner)]

@@ -1,4 +1,5 @@
-"""``/v1/devices``: a signed-in person registers, lists and removes their own devices.
+"""``/v1/devices``: a signed-in person registers, lists and removes their own devices; an app backend with a key
+of the ``devices`` scope does the same for the person it names (``?person=``).
 
 Registration goes through the one check every door uses (herald/devices.py ``register``: the channel's own address
 rules, a Web Push endpoint that must be public https with real keys). The token is never echoed back: a Web Push
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 
-from api.auth import PersonId
+from api.auth import Owner
 from api.errors import ApiError
 from api.fields import MAX_ID
 from herald import db
@@ -57,33 +58,34 @@ class DeviceOut(BaseModel):
 @router.post("/v1/devices", status_code=201, response_model=DeviceOut, summary="Register one of my devices",
              responses={400: {"description": "an address herald refuses, with the reason"},
                         401: {"description": "not signed in"}})
-def register_device(person: PersonId, device: DeviceIn) -> DeviceOut:
+def register_device(owner: Owner, device: DeviceIn) -> DeviceOut:
     with db.session() as s:
-        row = _devices.register(s, person_id=person, channel=device.channel, token=device.token,
+        row = _devices.register(s, person_id=owner.person, channel=device.channel, token=device.token,
                                 token_kind=device.token_kind, app=device.app, environment=device.environment,
                                 by="device")
-        audit(s, person, "device.registered", "device", row.id, channel=row.channel, via="api")
+        audit(s, owner.actor, "device.registered", "device", row.id, channel=row.channel, person=owner.person,
+              via="api")
         return DeviceOut.of(row)
 
 
 @router.get("/v1/devices", response_model=list[DeviceOut], summary="My active devices")
-def list_devices(person: PersonId) -> list[DeviceOut]:
+def list_devices(owner: Owner) -> list[DeviceOut]:
     with db.session() as s:
-        rows = s.scalars(select(Device).where(Device.person_id == person, Device.active.is_(True))
+        rows = s.scalars(select(Device).where(Device.person_id == owner.person, Device.active.is_(True))
                          .order_by(Device.id))
         return [DeviceOut.of(row) for row in rows]
 
 
 @router.delete("/v1/devices/{device_id}", status_code=204, response_class=Response,
                summary="Remove one of my devices", responses={404: {"description": "no such device of yours"}})
-def remove_device(person: PersonId, device_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> Response:
+def remove_device(owner: Owner, device_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> Response:
     with db.session() as s:
         # kept (deactivated) for the delivery history, as `herald devices remove` does; registering it revives it
-        removed = s.scalar(update(Device).where(Device.id == device_id, Device.person_id == person,
+        removed = s.scalar(update(Device).where(Device.id == device_id, Device.person_id == owner.person,
                                                 Device.active.is_(True))
                            .values(active=False, deactivated_at=utcnow(), deactivated_reason=REMOVED)
                            .returning(Device.id))
         if removed is None:
-            raise ApiError(404, f"you have no device {device_id}")
-        audit(s, person, "device.removed", "device", device_id, via="api")
+            raise ApiError(404, f"{owner.person} has no device {device_id}")
+        audit(s, owner.actor, "device.removed", "device", device_id, person=owner.person, via="api")
     return Response(status_code=204)

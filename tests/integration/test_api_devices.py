@@ -76,12 +76,36 @@ def test_a_forged_or_hostile_device_is_refused_and_nothing_stored(
     assert devices_of("alice") == before
 
 
-def test_registering_needs_a_signed_in_person(client: TestClient) -> None:
+def test_registering_needs_a_signed_in_person_or_a_devices_key_naming_one(client: TestClient) -> None:
     device = {"channel": "fcm", "token": "fcm-token-of-a-new-phone"}
-    for headers in ({}, bearer("hs_not-a-session"), bearer(make_key("dev", "devices"))):
-        answer = client.post("/v1/devices", json=device, headers=headers)
-        assert answer.status_code == 401, headers
+    for headers, query, status in (({}, "", 401), (bearer("hs_not-a-session"), "", 401),
+                                   (bearer(make_key("dev", "devices")), "", 400),  # whose devices?
+                                   (bearer(make_key("prod", "publish")), "?person=alice", 403),
+                                   (bearer(make_key("prod", "devices")), "?person=mallory", 404),
+                                   (bearer(sign_in("bruno")), "?person=alice", 403)):
+        answer = client.post(f"/v1/devices{query}", json=device, headers=headers)
+        assert answer.status_code == status, (query, answer.text)
     assert "fcm-token-of-a-new-phone" not in [token for _, token in devices_of("alice")]
+
+
+def test_an_app_backend_with_a_devices_key_manages_the_devices_of_the_person_it_names(client: TestClient) -> None:
+    key = bearer(make_key("prod", "devices"))
+    # when the backend registers a phone for alice, naming her by another spelling
+    answer = client.post("/v1/devices?person=ALICE", json={"channel": "fcm", "token": "fcm-token-from-backend"},
+                         headers=key)
+    assert answer.status_code == 201, answer.text
+    device = answer.json()["id"]
+    # then it is alice's, and the audit names the key and the person
+    assert (device, "fcm-token-from-backend") in devices_of("alice")
+    with db.session() as s:
+        row = s.scalars(select(AuditLog).where(AuditLog.action == "device.registered",
+                                               AuditLog.subject_id == str(device))).one()
+        assert row.actor.startswith("key:") and row.details["person"] == "alice"
+    # and it lists and removes hers, never another person's
+    assert device in [d["id"] for d in client.get("/v1/devices?person=alice", headers=key).json()]
+    assert client.delete(f"/v1/devices/{device}?person=bruno", headers=key).status_code == 404
+    assert client.delete(f"/v1/devices/{device}?person=alice", headers=key).status_code == 204
+    assert device not in [d for d, _ in devices_of("alice")]
 
 
 def test_a_person_removes_their_own_device_but_never_another_persons(client: TestClient) -> None:

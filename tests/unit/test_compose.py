@@ -60,3 +60,10 @@ def test_compose_flower_needs_a_password_and_has_no_example_one() -> None:
     assert "change-me" not in text
     assert SERVICES["flower"]["environment"]["HERALD_FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     assert "change-me" not in (ROOT / "README.md").read_text()
+
+
+def test_every_herald_service_needs_an_action_key_of_its_own_and_none_is_given() -> None:
+    services = herald_services()
+    assert {"api", "flower", "deliver-fcm"} <= set(services)
+    for name in services:
+        assert SERVICES[name]["environment"]["HERALD_ACTION_KEYS"].startswith("${HERALD_ACTION_KEYS:?"), name

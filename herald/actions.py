@@ -307,13 +307,19 @@ def names(person: Any, person_id: str) -> list[str | None]:
     return [person_id, person.email, *(person.aliases or [])]
 
 
+# The flows whose events can belong to an incident (herald/flows.py: a failure opens or joins one; the
+# credential sweep opens one when a credential expires).
+INCIDENT_FLOWS = ("failure", "credential")
+
+
 def offer(s: Session, event: Any) -> Offer | None:
     """What the notifications of ``event`` (an EventRow, or a row with its columns) offer; None: nothing.
 
-    A flow failure that opened or joined an incident still open offers acknowledge, resolve and
-    follow-up; an approval request still pending offers its votes until it expires.
+    A flow failure that opened or joined an incident still open, and a credential expiry that herald
+    opened an incident for, offer acknowledge, resolve (for a credential: rotated) and follow-up; an
+    approval request still pending offers its votes until it expires.
     """
-    if event.flow == "failure" and event.incident_id is not None:
+    if event.flow in INCIDENT_FLOWS and event.incident_id is not None:
         status = s.scalar(select(Incident.status).where(Incident.id == event.incident_id))
         if status is None or status == "resolved":
             return None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from herald import actions, approvals
+from herald import actions, approvals, incidents
 from herald.actions import ActionKeysMissing, TokenRefused, mint, tokens_for, verify
 from herald.channels.apns import provider as apns
 from herald.channels.fcm import provider as fcm
@@ -238,6 +238,26 @@ def test_an_incident_page_offers_acknowledge_resolve_and_follow_up(keys: pytest.
         claims = verify(token)
         assert (claims.notification_id, claims.person_id, claims.action) == (page.id, "chen", action)
         assert claims.expires_at == (page.created_at + timedelta(hours=24)).replace(microsecond=0)
+
+
+def test_an_expired_credentials_incident_offers_the_same_answers(keys: pytest.MonkeyPatch, s: Session) -> None:
+    # given the incident the credential sweep opens for an expired certificate, and its notice
+    incident = incidents.open(s, "credential:prod:erp-client-cert", environment="prod",
+                              title="erp-client-cert: credential.expired", severity="critical", actor="herald")
+    row = stored_event(s, "credential.expired", {"credential": "erp-client-cert", "kind": "certificate",
+                                                  "expires_at": "2026-12-01T00:00:00+00:00",
+                                                  "incident_id": incident.id})
+    FLOWS["credential"].ingest(s, row)
+    # then its owner can acknowledge it, mark it resolved (rotated) or ask for a follow-up from the push
+    assert list(tokens_for(s, notified(s, row.id, "chen"))) == ["acknowledge", "resolve", "follow_up"]
+    # and once resolved, a later notice offers nothing
+    incidents.resolve(s, incident)
+    assert tokens_for(s, notified(s, row.id, "bruno")) == {}
+    # while a credential notice with no incident (a threshold crossed) offers nothing either
+    notice = stored_event(s, "credential.expiring", {"credential": "erp-client-cert", "kind": "certificate",
+                                                     "expires_at": "2026-12-20T00:00:00+00:00", "days_left": 18})
+    FLOWS["credential"].ingest(s, notice)
+    assert tokens_for(s, notified(s, notice.id, "chen")) == {}
 
 
 def test_a_resolved_incident_and_a_plain_event_offer_nothing(keys: pytest.MonkeyPatch, s: Session) -> None:

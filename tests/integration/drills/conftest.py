@@ -36,9 +36,10 @@ import redis
 import yaml
 from sqlalchemy import func, select
 
+from herald.lanes import POOLS
 from tests.integration.conftest import DATA_DIR, DB_NAME, ROOT, stop_warmly, track_log, wait_until
 
-DRILL_POOLS = ("ingest", "enrich", "resolve", "deliver.fcm", "deliver.apns", "deliver.webpush", "retry", "sweeps")
+DRILL_POOLS = tuple(POOLS)  # every pool, each its own process, as in production (a new pool joins the drills)
 PEOPLE_PER_CHANNEL = 4  # 12 targets per event: a burst of 30 events is 360 targets
 OK_STATUS = {"fcm": 200, "apns": 200, "webpush": 201}
 

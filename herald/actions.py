@@ -45,6 +45,7 @@ from herald.errors import HeraldError
 from herald.models import Approval, EventRow, Incident, Notification, Person
 from herald.safefiles import read_regular
 from herald.settings import Settings, get_settings
+from herald.signin import identity_names
 
 __all__ = ["ACTIONS", "CATEGORIES", "TITLES", "ActionClaims", "ActionKeysMissing", "Offer", "TokenRefused",
            "keyring", "mint", "names", "offer", "token_id", "tokens_for", "verify"]
@@ -282,13 +283,10 @@ class Offer:
     def category(self) -> str:
         return CATEGORIES[self.kind]
 
-    def for_person(self, names: Iterable[str | None]) -> bool:
-        """False for an approval's requester, under any of the recipient's ``names`` (id, email, aliases):
-        the requester has no vote of their own."""
-        if self.requester is None:
-            return True
-        asked = self.requester.casefold()
-        return all(asked != name.casefold() for name in names if name)
+    def for_person(self, names: set[str]) -> bool:
+        """False for an approval's requester, under any of the recipient's ``names`` (:func:`names`): the
+        requester has no vote of their own."""
+        return self.requester is None or self.requester.strip().casefold() not in names
 
     def deadline(self, created_at: datetime) -> datetime:
         if self.expires_at is not None:
@@ -300,11 +298,12 @@ class Offer:
         return {action: mint(notification_id, person_id, action, expires_at) for action in self.actions}
 
 
-def names(person: Any, person_id: str) -> list[str | None]:
-    """Every name a recipient goes by: the notification's person id, and the directory's email and aliases."""
+def names(person: Any, person_id: str) -> set[str]:
+    """Every name a recipient goes by, normalized (herald/signin.py ``identity_names``): the notification's
+    person id, and the directory's email and aliases."""
     if person is None:
-        return [person_id]
-    return [person_id, person.email, *(person.aliases or [])]
+        return identity_names(person_id, None, None)
+    return identity_names(person_id, person.email, person.aliases)
 
 
 # The flows whose events can belong to an incident (herald/flows.py: a failure opens or joins one; the

@@ -94,11 +94,12 @@ def resolve_identity(s: Session, name: str) -> str | None:
         return None
     found = {person_id for person_id, email, aliases in
              s.execute(select(Person.id, Person.email, Person.aliases).where(Person.active.is_(True)))
-             if wanted in _names(person_id, email, aliases)}
+             if wanted in identity_names(person_id, email, aliases)}
     return found.pop() if len(found) == 1 else None
 
 
-def _names(person_id: str, email: str | None, aliases: list[str] | None) -> set[str]:
+def identity_names(person_id: str, email: str | None, aliases: list[str] | None) -> set[str]:
+    """Every name a person goes by (id, email, aliases), normalized as answers and requesters are compared."""
     return {n.strip().casefold() for n in (person_id, email or "", *(aliases or [])) if n and n.strip()}
 
 

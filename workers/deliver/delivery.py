@@ -177,7 +177,7 @@ def _payloads(s: Session, loaded: Sequence[Any], events: dict[uuid.UUID, Any]) -
             severity=e.severity, data=e.data, notification_id=r.notification_id, ids_only=r.ids_only,
             enrichment=e.enrichment)
         tokens: dict[str, str] = {}
-        if offer is not None and offer.for_person(people.get(r.person_id, [r.person_id])):
+        if offer is not None and offer.for_person(people.get(r.person_id) or actions.names(None, r.person_id)):
             try:
                 tokens = offer.tokens(r.notification_id, r.person_id, r.notified_at)
             except (actions.ActionKeysMissing, ValueError) as exc:
@@ -191,7 +191,7 @@ def _payloads(s: Session, loaded: Sequence[Any], events: dict[uuid.UUID, Any]) -
     return payloads
 
 
-def _people(s: Session, person_ids: set[str]) -> dict[str, list[str | None]]:
+def _people(s: Session, person_ids: set[str]) -> dict[str, set[str]]:
     rows = s.execute(select(Person.id, Person.email, Person.aliases).where(Person.id.in_(person_ids)))
     return {p.id: actions.names(p, p.id) for p in rows}
 

@@ -105,11 +105,8 @@ class _Refusal(Exception):
 # --- identities ------------------------------------------------------------------------------------
 
 def names_of(s: Session, person_id: str) -> set[str]:
-    """Every name ``person_id`` goes by, case-folded: id, email and aliases."""
-    person = s.get(Person, person_id)
-    if person is None:
-        return {person_id.casefold()}
-    return {n.strip().casefold() for n in [person.id, person.email or "", *(person.aliases or [])] if n.strip()}
+    """Every name ``person_id`` goes by, normalized: id, email and aliases (herald/signin.py)."""
+    return actions.names(s.get(Person, person_id), person_id)
 
 
 # --- who was asked ---------------------------------------------------------------------------------

@@ -108,6 +108,13 @@ class Incident(Base):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The escalation chain, snapshotted from its policy when the incident opened (herald/escalation.py): editing
+    # the policy later does not change an incident in flight. None: the route named no policy.
+    chain: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Where the chain stands: the index of the step that runs next, and the fence of its timed work (a stale
+    # step task, or one from before a follow-up restarted the chain, carries another token and does nothing).
+    chain_step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    chain_token: Mapped[uuid.UUID | None] = mapped_column()
 
     __table_args__ = (
         # At most one open (or acknowledged) incident per dedup key.
@@ -119,6 +126,34 @@ class Incident(Base):
             sqlite_where=text("status <> 'resolved'"),
         ),
     )
+
+
+class IncidentPage(Base):
+    """One person paged by one step of an incident's escalation chain, and what became of it."""
+
+    __tablename__ = "incident_pages"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    person_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("events.id"))
+    paged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # paged (sent on its way), delivered, unreached (every device failed, or none), answered
+    outcome: Mapped[str] = mapped_column(String(16), default="paged", server_default="paged")
+    outcome_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class EscalationPolicy(Base):
+    """A named escalation chain from the directory: steps (who to page, how loudly, how long to wait), repeated."""
+
+    __tablename__ = "escalation_policies"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    repeat: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Approval(Base):
@@ -220,6 +255,7 @@ class Route(Base):
     channels: Mapped[list[str] | None] = mapped_column(Json)
     ids_only: Mapped[bool] = mapped_column(Boolean, default=False)
     continue_: Mapped[bool] = mapped_column("continue", Boolean, default=False)
+    escalation: Mapped[str | None] = mapped_column(String(64))  # an escalation policy's id
 
 
 class Subscription(Base):
@@ -270,6 +306,8 @@ class Notification(Base):
     ids_only: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     first_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A page that reached nobody: every delivery failed, or the person had no usable device (status "unreached").
+    unreached_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
     __table_args__ = (UniqueConstraint("event_id", "person_id"),)
 
@@ -292,6 +330,9 @@ class Delivery(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Retries are bounded by this time (the notification's deadline by severity), not by a count; None: rows
+    # from before 0006, bounded by HERALD_MAX_DELIVERY_ATTEMPTS as they were.
+    deliver_by: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(String(512))

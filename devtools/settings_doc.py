@@ -58,6 +58,9 @@ DOCS: dict[str, str] = {
     "api_host": "address `herald api` listens on (loopback unless told otherwise; `0.0.0.0` inside a container "
                 "whose port is published on localhost)",
     "api_port": "port `herald api` listens on",
+    "metrics_dir": "where every herald process of this host writes its Prometheus metric files (prometheus_client's "
+                   "multiprocess mode; one directory per host, emptied at boot); unset: `PROMETHEUS_MULTIPROC_DIR` "
+                   "if set, else `<data_dir>/metrics`",
     "dev_output": "where the dev backend writes: a file, or `-` for stdout; empty: `<data_dir>/dev-channel.jsonl`",
     "dev_delay_ms": "dev backend: pretend each send takes this long",
     "channel_timeout_s": "one request to a provider, connect included",

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown, worker_ready
 
 from herald import broker, heartbeats, logs, stamps
 
@@ -44,3 +44,10 @@ def _check_broker_durability(**_: Any) -> None:
     # A Redis without append-only persistence forgets on restart what it confirmed: say so where operators look.
     if app.conf.broker_url.startswith(("redis://", "rediss://")):
         broker.check_redis_persistence(app.conf.broker_url)
+
+
+@worker_process_shutdown.connect
+def _metrics_process_dead(pid: int, **_: Any) -> None:
+    from herald import metrics  # its live gauges' files must not outlive it (herald/metrics.py)
+
+    metrics.process_dead(pid)

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
 
+    # Prometheus metrics (herald/metrics.py): one directory per host for every process's files; default
+    # <data_dir>/metrics
+    metrics_dir: Path | None = None
+
     # the dev backend of every channel (herald/channels/dev.py); which backend a channel uses, its
     # limits and its keys are the channel's own settings, HERALD_<NAME>_* (herald/channels/, docs/channels.md)
     dev_output: str = ""  # file path, or "-" for stdout; default <data_dir>/dev-channel.jsonl

@@ -44,7 +44,7 @@ from typing import Any
 from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from herald import actions, channels, db, deadletters
+from herald import actions, channels, db, deadletters, metrics
 from herald.app import app
 from herald.channels.sender import MAX_REASON_CHARS
 from herald.channels.types import Channel, Message, Payload, Result, Target
@@ -360,6 +360,7 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
     started = time.perf_counter()
     results = channel.send(messages)
     retry_in = record(messages, results, resends, task_id)
+    metrics.delivered(channel_name, results)  # herald_deliveries_total and publish-to-sent (herald/metrics.py)
     log.info("batch %s on %s: %d targets in %.0f ms", batch_id, channel_name, len(messages),
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})
     if retry_in is not None:

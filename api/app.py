@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import actions, answers, devices, errors, events, health, me, page, read
+from api import actions, answers, devices, errors, events, health, me, metrics, page, read
 from api.limits import BodyLimit
 
 
@@ -15,6 +15,6 @@ def create_app() -> FastAPI:
                               '`{"error": "...", "reason": "..."}`. See docs/api.md.')
     errors.install(app)
     app.add_middleware(BodyLimit)
-    for module in (health, events, actions, answers, devices, me, read, page):
+    for module in (health, events, actions, answers, devices, me, read, page, metrics):
         app.include_router(module.router)
     return app

@@ -159,7 +159,7 @@ def registry(*collectors: Collector) -> CollectorRegistry:
 
     path = directory()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    reg = CollectorRegistry(auto_describe=True)
+    reg = CollectorRegistry(auto_describe=False)  # describing would read the database at register time
     MultiProcessCollector(reg, path=str(path))
     for collector in collectors:
         reg.register(collector)

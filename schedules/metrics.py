@@ -31,14 +31,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from herald import db, deadletters
 from herald import metrics as process_metrics
 from herald.inventory import days_left
 from herald.lanes import QUEUES
-from herald.models import Credential, WebhookMessage, utcnow
+from herald.models import Credential, Incident, IncidentPage, WebhookMessage, utcnow
 from herald.settings import get_settings
 from schedules import status
 from schedules.queues import queue_stats
@@ -120,13 +120,11 @@ def circuit_metrics(_now: datetime) -> list[Metric]:
 
 
 def unreached_pages(s: Session) -> int:
-    """People paged by an incident's escalation who could not be reached (every device failed, or none),
-    on incidents not yet resolved. 0 where the database has no ``incident_pages`` table yet."""
-    if not inspect(s.connection()).has_table("incident_pages"):
-        return 0
-    return int(s.scalar(text(
-        "SELECT count(*) FROM incident_pages p JOIN incidents i ON i.id = p.incident_id "
-        "WHERE p.outcome = 'unreached' AND i.status <> 'resolved'")) or 0)
+    """People paged by an incident's escalation whom no device reached (every delivery failed, or they had
+    none: ``incident_pages.outcome`` ``unreached``), on incidents not yet resolved."""
+    return int(s.scalar(select(func.count()).select_from(IncidentPage)
+                        .join(Incident, Incident.id == IncidentPage.incident_id)
+                        .where(IncidentPage.outcome == "unreached", Incident.status != "resolved")) or 0)
 
 
 def credential_metrics(s: Session, now: datetime) -> GaugeMetricFamily:

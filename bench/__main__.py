@@ -3,6 +3,7 @@
     python -m bench --quick          # about 2 minutes: 1,000 deliveries per scenario
     python -m bench                  # full: 10,000 per scenario (the mixed one is the 10k fan-out)
     python -m bench --profile        # also record py-spy profiles of the deliver pools
+    python -m bench --scenarios page-during-burst   # pages during a 100,000-device fan-out (bench/pages.py)
 
 Needs Postgres and Redis on 127.0.0.1 (as the tests do): the database ``herald_bench`` is dropped
 and created, Redis keys under ``herald_bench:`` are used. Exit code 0, or 1 if a delivery was lost.
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, stack
+from bench import pages, report, stack
 from bench.procs import Group
 from devtools.fakes.registry import FAKES
 from herald import channels
@@ -56,6 +57,8 @@ class Bench:
         self.naive = Group("naive")
         self.control = ""
         self.fakes_env: dict[str, str] = {}
+        self.herald_env: dict[str, str] = {}
+        self.channels = CHANNELS
 
     # --- setup -------------------------------------------------------------------------
 
@@ -68,10 +71,12 @@ class Bench:
         with db.session() as s:
             s.execute(text("CREATE TABLE bench_naive (run text, device_id bigint, status int, "
                               "sent_at double precision)"))
+            paging = pages.directory()
             spec = directory.DirectorySpec.model_validate({
-                "people": [{"id": "bench-admin", "name": "bench admin"}],
+                "people": [{"id": "bench-admin", "name": "bench admin"}, *paging["people"]],
+                "teams": paging["teams"],
                 "routes": [{"id": "bench", "match": {"types": ["business.*"]}, "recipients": [{"subscribers": True}],
-                            "ids_only": True}]})
+                            "ids_only": True}, *paging["routes"]]})
             directory.apply(spec, s)
         self.fakes_env, self.control = stack.start_fakes(self.fakes, self.folder / "fakes",
                                                          self.args.latency_ms)
@@ -80,22 +85,41 @@ class Bench:
         from herald.settings import get_settings
 
         get_settings.cache_clear()
+        self.herald_env = env
         stack.start_herald(self.herald, env, self.folder, self.args.deliver_concurrency, self.args.deliver_kind)
         stack.start_naive(self.naive, env, self.folder)
+        pages.seed_pagers(self)
+
+    def restart_herald(self, extra: dict[str, str]) -> None:
+        """herald's pools stopped and started again with ``extra`` in their environment."""
+        self.herald.stop()
+        self.herald = Group("herald")
+        stack.start_herald(self.herald, {**self.herald_env, **extra}, self.folder, self.args.deliver_concurrency,
+                           self.args.deliver_kind)
+
+    def device_token(self, channel: str, name: str) -> str:
+        """A token the fakes accept: a Web Push subscription they issue, a made-up token elsewhere."""
+        if channel != "webpush":
+            return f"bench-{name}-{channel}"
+        return json.dumps(self.subscriptions(1)[0], sort_keys=True)
+
+    def subscriptions(self, count: int) -> list[dict[str, Any]]:
+        from herald.channels import vapid
+
+        key = vapid.b64url(vapid.public_bytes(vapid.load(Path(self.fakes_env["HERALD_WEBPUSH_VAPID_KEY_FILE"]))))
+        path = f"/webpush/subscriptions?count={count}&key={key}"
+        answer: list[dict[str, Any]] = stack.control(self.control, path, {})
+        return answer
 
     def seed(self, name: str, n: int, channels: tuple[str, ...]) -> list[int]:
         """n people subscribed to ``bench.<name>``, one device each, round-robin over channels."""
         from sqlalchemy import insert, select
 
         from herald import db
-        from herald.channels import vapid
         from herald.models import Device, Person, Subscription
 
-        subs: list[dict[str, Any]] = []
         webpush_n = sum(1 for i in range(n) if channels[i % len(channels)] == "webpush")
-        if webpush_n:
-            key = vapid.b64url(vapid.public_bytes(vapid.load(Path(self.fakes_env["HERALD_WEBPUSH_VAPID_KEY_FILE"]))))
-            subs = stack.control(self.control, f"/webpush/subscriptions?count={webpush_n}&key={key}", {})
+        subs = self.subscriptions(webpush_n) if webpush_n else []
         people, devices = [], []
         for i in range(n):
             channel = channels[i % len(channels)]
@@ -107,10 +131,13 @@ class Bench:
                 token, kind = f"bench-{name}-{channel}-{i:06d}", "token"
             devices.append({"person_id": pid, "channel": channel, "token": token, "token_kind": kind,
                             "app": "com.example.bench", "environment": "production", "active": True})
+        step = 20_000  # one statement per chunk: a 100,000-row insert is a big message for the driver
         with db.session() as s:
-            s.execute(insert(Person), people)
-            s.execute(insert(Device), devices)
-            s.execute(insert(Subscription), [{"person_id": p["id"], "topic": f"bench.{name}"} for p in people])
+            for start in range(0, n, step):
+                s.execute(insert(Person), people[start:start + step])
+                s.execute(insert(Device), devices[start:start + step])
+                s.execute(insert(Subscription), [{"person_id": p["id"], "topic": f"bench.{name}"}
+                                                 for p in people[start:start + step]])
             ids = list(s.scalars(select(Device.id).where(Device.person_id.like(f"{name}-%")).order_by(Device.id)))
         return ids
 
@@ -251,13 +278,14 @@ class Bench:
                 results[name] = {"herald": herald_result, "ceiling": ceiling, "naive": naive}
                 print(report.line(name, results[name]), file=sys.stderr, flush=True)
             rss = self.herald.peak_rss_mb()
+            paging = pages.run(self) if "page-during-burst" in self.args.scenarios else None
         finally:
             for group in (self.naive, self.herald, self.fakes):
                 group.stop()
         record = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": report.git_commit(),
                   "mode": "quick" if self.args.quick else "full", "n": self.args.n, "naive_n": self.args.naive_n,
                   "latency_ms": self.args.latency_ms, "cores": os.cpu_count(), "results": results,
-                  "peak_rss_mb": rss, "wall_s": round(time.monotonic() - started)}
+                  "peak_rss_mb": rss, "pages": paging, "wall_s": round(time.monotonic() - started)}
         (self.folder / "results.json").write_text(json.dumps(record, indent=2))
         print(report.markdown(record))
         if self.args.write:
@@ -274,7 +302,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, help="deliveries per scenario (default 10,000; quick 1,000)")
     parser.add_argument("--naive-n", type=int, help="deliveries of the naive baseline per scenario "
                                                     "(default 400; quick 100): it is slow, its rate is what counts")
-    parser.add_argument("--scenarios", default="fcm,apns,webpush,mixed", help="comma-separated subset")
+    parser.add_argument("--scenarios", help="comma-separated subset of fcm,apns,webpush,mixed,page-during-burst "
+                                            "(default: all; quick: all but page-during-burst)")
+    parser.add_argument("--burst-n", type=int, help="page-during-burst: devices of the burst (default 100,000)")
+    parser.add_argument("--pages", type=int, default=20, help="page-during-burst: pages idle and in the burst")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="latency of the fakes")
     parser.add_argument("--concurrency", type=int, default=200,
                         help="the ceiling's requests in flight (herald's HERALD_<P>_MAX_IN_FLIGHT default)")
@@ -286,7 +317,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.n = args.n or (1000 if args.quick else 10_000)
     args.naive_n = args.naive_n or (100 if args.quick else 400)
-    args.scenarios = {s.strip() for s in args.scenarios.split(",")}
+    default = "fcm,apns,webpush,mixed" if args.quick else "fcm,apns,webpush,mixed,page-during-burst"
+    args.scenarios = {s.strip() for s in (args.scenarios or default).split(",")}
+    args.burst_n = args.burst_n or 100_000
     return args
 
 

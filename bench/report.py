@@ -53,6 +53,10 @@ def markdown(record: dict[str, Any]) -> str:
         recorded = f"{h['statuses'].get('sent', 0):,} sent, {h['attempts']:,} attempt rows of {h['n']:,}"
         rows.append(f"| {name} | {ratio(h['per_s'], n['per_s'])} | {h['per_s'] / c['per_s']:.0%} "
                     f"| {ratio(h['cpu_s_per_1000'], c['cpu_s_per_1000'])} | {recorded} |")
+    if record.get("pages"):
+        from bench import pages
+
+        rows += pages.markdown(record["pages"])
     rss = record.get("peak_rss_mb") or {}
     if rss:
         rows += ["", "Peak RSS per herald worker process (MB): "

@@ -3,11 +3,19 @@
 A test fails if a registered task has no route here. Queues are pools: a slow APNs never
 starves ingest, and each pool is scaled or restarted alone.
 
-Lanes: the pipeline tasks (ingest, enrich, resolve, deliver.<channel> and its retries) run on the
-bulk lane, their own queues in :data:`TASK_ROUTES`, except for herald's own operations alerts
-(:func:`is_ops`: an ``ops.*`` event raised by a sweep or by the delivery worker). Those ride the ops
-lane: every one of their tasks goes to :data:`OPS_QUEUE`, which the ``sweeps`` pool consumes, so an
-alert that ingest is dead, or backlogged, or that a deliver pool is down, never waits for that pool.
+Lanes: every event rides one lane through every stage (ingest, enrich, resolve, deliver.<channel> and
+its retries), chosen by :func:`lane_of`:
+
+- **ops**: herald's own operations alerts (:func:`is_ops`: an ``ops.*`` event raised by a sweep or by the
+  delivery worker) go to :data:`OPS_QUEUE`, which the ``sweeps`` pool consumes, so an alert that ingest is
+  dead, or backlogged, or that a deliver pool is down, never waits for that pool.
+- **urgent**: pages (severity critical or error, every escalation step among them) go to
+  :data:`URGENT_QUEUE`, which the ``urgent`` pool alone consumes, so a page never waits behind a business
+  fan-out in any stage: not behind a 100,000-device resolve, nor behind the hundreds of batches it enqueued.
+  Measured (bench/RESULTS.md, page-during-burst) against the alternatives; docs/architecture.md says why.
+- **bulk**: everything else, on each stage's own queue in :data:`TASK_ROUTES` (a delivery's retry on
+  :data:`RETRY_QUEUE`).
+
 The lane is chosen per send (:func:`queue_for`): the first send by :func:`task_route` from the event in
 the message (the outbox relay publishes ``herald.ingest`` with the envelope), each later one by
 the stage that forwards the event, from the stored event.
@@ -17,9 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from herald import channels
+from herald.events import EVENT_TYPES
+from herald.settings import get_settings
 
 # One deliver task, queue and pool per registered channel (herald/channels/registry.py), known when
 # this module is first imported: a plugin channel registers through its entry point, before that.
@@ -47,8 +57,15 @@ RETRY_QUEUE = "retry"
 
 # The ops lane: herald's own operations alerts, through every stage, on one queue of their own.
 OPS_QUEUE = "ops"
-OPS_LANE_TASKS: frozenset[str] = frozenset(
-    ("herald.ingest", "herald.enrich", "herald.resolve", *DELIVER_ROUTES))
+# The urgent lane: pages, through every stage, on one queue of their own.
+URGENT_QUEUE = "urgent"
+# The pipeline's tasks: the ones a lane takes off their stage's own queue.
+LANE_TASKS: frozenset[str] = frozenset(("herald.ingest", "herald.enrich", "herald.resolve", *DELIVER_ROUTES))
+OPS_LANE_TASKS = LANE_TASKS  # the name before the urgent lane existed
+
+Lane = Literal["bulk", "urgent", "ops"]
+# A page: what must wake someone up (an escalation step is published as critical or error too).
+PAGE_SEVERITIES: frozenset[str] = frozenset(("critical", "error"))
 # Who raises herald's own operations alerts (an event's ``source``): the sweeps and the delivery worker.
 OPS_SOURCES: tuple[str, ...] = ("herald/sweep.", "herald/deliver")
 
@@ -62,10 +79,23 @@ def is_ops(event_type: str, source: str) -> bool:
     return event_type.startswith("ops.") and source.startswith(OPS_SOURCES)
 
 
-def queue_for(task: str, *, ops: bool, retry: bool = False) -> str:
-    """The queue of one send of ``task``: its lane's (``retry``: a delivery's retry)."""
-    if ops and task in OPS_LANE_TASKS:
-        return OPS_QUEUE
+def lane_of(event_type: str, source: str, severity: str) -> Lane:
+    """The lane of an event: ops for herald's own alerts, urgent for a page, bulk for the rest.
+
+    ``HERALD_URGENT_LANE=false`` sends pages down the bulk lane (the benchmark's comparison, or a deployment
+    that runs no ``urgent`` pool).
+    """
+    if is_ops(event_type, source):
+        return "ops"
+    if severity in PAGE_SEVERITIES and get_settings().urgent_lane:
+        return "urgent"
+    return "bulk"
+
+
+def queue_for(task: str, lane: Lane = "bulk", *, retry: bool = False) -> str:
+    """The queue of one send of ``task`` on ``lane`` (``retry``: a delivery's retry, which keeps its lane)."""
+    if task in LANE_TASKS and lane != "bulk":
+        return OPS_QUEUE if lane == "ops" else URGENT_QUEUE
     return RETRY_QUEUE if retry else TASK_ROUTES[task]
 
 
@@ -78,8 +108,19 @@ def task_route(name: str, args: Sequence[Any] | None, kwargs: dict[str, Any] | N
     if name not in TASK_ROUTES:
         return None
     envelope = args[0] if name == "herald.ingest" and args else None
-    ops = isinstance(envelope, dict) and is_ops(str(envelope.get("type", "")), str(envelope.get("source", "")))
-    return {"queue": queue_for(name, ops=ops)}
+    if not isinstance(envelope, dict):
+        return {"queue": queue_for(name)}
+    return {"queue": queue_for(name, envelope_lane(envelope))}
+
+
+def envelope_lane(envelope: dict[str, Any]) -> Lane:
+    """The lane of an event not yet validated (an ingest's message): its severity, else its type's default."""
+    kind = str(envelope.get("type", ""))
+    severity = envelope.get("severity")
+    if not isinstance(severity, str):
+        known = EVENT_TYPES.get(kind)
+        severity = known.severity.value if known is not None else ""
+    return lane_of(kind, str(envelope.get("source", "")), severity)
 
 
 @dataclass(frozen=True)
@@ -104,6 +145,9 @@ POOLS: dict[str, WorkerPool] = {
     # The sweeps, and the ops lane (herald's own operations alerts, every stage): two processes, so an
     # alert is not held behind a long sweep.
     "sweeps": WorkerPool((OPS_QUEUE, "sweeps"), concurrency=2, prefetch_multiplier=1),
+    # The urgent lane: pages through every stage. Its own processes, so a page never queues behind bulk work;
+    # one message at a time, so a page is never held in a busy process's prefetch.
+    "urgent": WorkerPool((URGENT_QUEUE,), concurrency=2, prefetch_multiplier=1),
     # Write-back webhooks: each run sends a batch concurrently and waits on receivers; one message at a time.
     "writeback": WorkerPool(("writeback",), concurrency=2, prefetch_multiplier=1),
 }

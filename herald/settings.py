@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     data_dir: Path = Path(".herald")
+    # text: one line per entry (a terminal); json: one JSON object per line with the ids as fields (herald/logs.py)
+    log_format: Literal["text", "json"] = "text"
 
     environments: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["dev", "test", "prod"])
     max_event_bytes: int = 64 * 1024
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
     # pipeline
     batch_size: int = 500
     max_delivery_attempts: int = 5
+    # Pages (critical and error) ride their own queue and pool through every stage (herald/lanes.py); false: the
+    # bulk queues, as every other event (only where no `urgent` pool runs, or to measure the lane).
+    urgent_lane: bool = True
     max_task_attempts: int = 5  # other transient errors (a provider's 5xx inside a task)
     outage_deadline_s: float = 900.0  # database or broker unreachable: retried this long, not counted
     retry_base_s: float = 2.0

@@ -26,10 +26,13 @@ from sqlalchemy import and_, case, func, or_, select, update
 
 from herald import db
 from herald.app import app
-from herald.lanes import OPS_QUEUE, RETRY_QUEUE
+from herald.lanes import OPS_QUEUE, RETRY_QUEUE, URGENT_QUEUE, Lane, lane_of, queue_for
 from herald.models import Delivery, EventRow, utcnow
 from herald.settings import get_settings
 from schedules.queues import queue_stats
+
+# Where a stalled event's or batch's message may also wait, besides its stage's own queue.
+LANE_QUEUES = (RETRY_QUEUE, OPS_QUEUE, URGENT_QUEUE)
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +83,13 @@ def recover_stalled() -> dict[str, int]:
     events = _claim_events(now, stale, deadline_s, queues)
     batches = _claim_batches(now, stale, deadline_s, queues)
     try:
+        lanes = _lanes([e for e, _ in events], [b for _, b in batches])  # each goes back on its own lane
         for event_id, status in events:
             task = "herald.enrich" if status == "received" else "herald.resolve"
-            app.send_task(task, args=[str(event_id)])
+            app.send_task(task, args=[str(event_id)], queue=queue_for(task, lanes.get(event_id, "bulk")))
         for channel, batch_id in batches:
-            app.send_task(f"herald.deliver.{channel}", args=[str(batch_id)])
+            task = f"herald.deliver.{channel}"
+            app.send_task(task, args=[str(batch_id)], queue=queue_for(task, lanes.get(batch_id, "bulk")))
     except Exception:
         _unmark(events, batches)  # not enqueued (the broker is down): the next sweep tries again
         raise
@@ -102,7 +107,7 @@ def _claim_events(now: datetime, stale: datetime, deadline_s: float, queues: _Qu
         if db.is_postgres():
             query = query.with_for_update(skip_locked=True)  # a task holds the row: it is not stalled
         due = [(r.id, r.status) for r in s.execute(query)
-               if _again(queues, ("enrich" if r.status == "received" else "resolve", RETRY_QUEUE, OPS_QUEUE),
+               if _again(queues, ("enrich" if r.status == "received" else "resolve", *LANE_QUEUES),
                          r.recovered_at, r.status_at, now, deadline_s)]
         if due:
             s.execute(update(EventRow).where(EventRow.id.in_([e for e, _ in due])).values(recovered_at=now))
@@ -119,11 +124,27 @@ def _claim_batches(now: datetime, stale: datetime, deadline_s: float, queues: _Q
                                 func.min(since).label("since"))
                          .where(stalled).group_by(Delivery.channel, Delivery.batch_id).limit(LIMIT)).all()
         due = [(r.channel, r.batch_id) for r in rows
-               if _again(queues, (f"deliver.{r.channel}", RETRY_QUEUE, OPS_QUEUE), r.last, r.since, now, deadline_s)]
+               if _again(queues, (f"deliver.{r.channel}", *LANE_QUEUES), r.last, r.since, now, deadline_s)]
         if due:
             s.execute(update(Delivery).where(Delivery.batch_id.in_([b for _, b in due]), stalled)
                       .values(recovered_at=now))
     return due
+
+
+def _lanes(events: Sequence[uuid.UUID], batches: Sequence[uuid.UUID]) -> dict[uuid.UUID, Lane]:
+    """The lane of each stalled event, and of each stalled batch's event (herald/lanes.py)."""
+    lanes: dict[uuid.UUID, Lane] = {}
+    with db.session() as s:
+        if events:
+            for r in s.execute(select(EventRow.id, EventRow.type, EventRow.source, EventRow.severity)
+                               .where(EventRow.id.in_(events))):
+                lanes[r.id] = lane_of(r.type, r.source, r.severity)
+        if batches:
+            for r in s.execute(select(Delivery.batch_id, EventRow.type, EventRow.source, EventRow.severity)
+                               .join(EventRow, EventRow.id == Delivery.event_id)
+                               .where(Delivery.batch_id.in_(batches)).distinct()):
+                lanes[r.batch_id] = lane_of(r.type, r.source, r.severity)
+    return lanes
 
 
 def _unmark(events: Sequence[tuple[uuid.UUID, str]], batches: Sequence[tuple[str, uuid.UUID]]) -> None:

@@ -12,7 +12,7 @@ from herald import db
 from herald.app import app
 from herald.errors import PoisonMessage
 from herald.flows import FLOWS
-from herald.lanes import is_ops, queue_for
+from herald.lanes import lane_of, queue_for
 from herald.models import EventRow, Resource, utcnow
 from herald.taskbase import HeraldTask
 from workers.ingest import event_uuid
@@ -29,9 +29,9 @@ def enrich(event_id: str) -> str:
         if event.status == "received":
             event.enrichment = {**(event.enrichment or {}), **describe(s, event)}
             event.status, event.status_at = "enriched", utcnow()
-        status, ops = event.status, is_ops(event.type, event.source)
+        status, lane = event.status, lane_of(event.type, event.source, event.severity)
     if status == "enriched":  # also when a redelivered task finds the work done: resolve is idempotent
-        app.send_task("herald.resolve", args=[event_id], queue=queue_for("herald.resolve", ops=ops))
+        app.send_task("herald.resolve", args=[event_id], queue=queue_for("herald.resolve", lane))
     return status
 
 

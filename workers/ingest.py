@@ -23,7 +23,7 @@ from herald.app import app
 from herald.errors import PoisonMessage
 from herald.events import Event, validate_event
 from herald.flows import FLOWS
-from herald.lanes import is_ops, queue_for
+from herald.lanes import lane_of, queue_for
 from herald.models import EventRow, Outbox, utcnow
 from herald.taskbase import HeraldTask
 
@@ -36,8 +36,8 @@ def ingest(envelope: dict[str, Any]) -> str:
     with db.session() as s:
         status, stored_id = persist(s, event)
     if status == "received":
-        app.send_task("herald.enrich", args=[str(stored_id)],
-                      queue=queue_for("herald.enrich", ops=is_ops(event.type, event.source)))
+        lane = lane_of(event.type, event.source, event.effective_severity().value)
+        app.send_task("herald.enrich", args=[str(stored_id)], queue=queue_for("herald.enrich", lane))
     log.info("ingested event %s (%s) as %s", stored_id, event.type, status, extra={"event_id": str(stored_id)})
     return status
 

@@ -28,7 +28,7 @@ from herald.app import app
 from herald.directory import in_quiet_hours, on_call_now, route_matches
 from herald.errors import PoisonMessage
 from herald.events import Severity
-from herald.lanes import is_ops, queue_for
+from herald.lanes import Lane, lane_of, queue_for
 from herald.models import (
     Delivery,
     Device,
@@ -75,7 +75,7 @@ def resolve(event_id: str) -> int:
         event = s.get(EventRow, key, with_for_update=True)
         if event is None:
             raise PoisonMessage(f"event {event_id} does not exist")
-        ops = is_ops(event.type, event.source)  # herald's own operations alert: its batches ride the ops lane
+        lane = lane_of(event.type, event.source, event.severity)  # its batches ride the event's lane
         work = event.status == "enriched" or (event.status == "resolving" and event.status_at < stale)
         if work:
             event.status, event.status_at = "resolving", utcnow()
@@ -84,7 +84,7 @@ def resolve(event_id: str) -> int:
     if work:
         enqueued = 0
         for batches in notify(key, utcnow()):
-            _enqueue(batches, ops=ops)
+            _enqueue(batches, lane)
             enqueued += len(batches)
         with db.session() as s:
             s.execute(update(EventRow).where(EventRow.id == key).values(status="resolved", status_at=utcnow()))
@@ -93,14 +93,14 @@ def resolve(event_id: str) -> int:
     with db.session() as s:
         pending = s.execute(select(Delivery.channel, Delivery.batch_id)
                             .where(Delivery.event_id == key, Delivery.status == "pending").distinct()).all()
-    _enqueue(pending, ops=ops)
+    _enqueue(pending, lane)
     return len(pending)
 
 
-def _enqueue(batches: Sequence[tuple[str, uuid.UUID]], *, ops: bool) -> None:
+def _enqueue(batches: Sequence[tuple[str, uuid.UUID]], lane: Lane) -> None:
     for channel, batch_id in batches:
         task = f"herald.deliver.{channel}"
-        app.send_task(task, args=[str(batch_id)], queue=queue_for(task, ops=ops))
+        app.send_task(task, args=[str(batch_id)], queue=queue_for(task, lane))
 
 
 def _expand(s: Session, rule: dict[str, Any], event: EventRow, now: datetime) -> list[str]:

@@ -49,7 +49,7 @@ from herald.app import app
 from herald.channels.sender import MAX_REASON_CHARS
 from herald.channels.types import Channel, Message, Payload, Result, Target
 from herald.errors import PoisonMessage
-from herald.lanes import is_ops, queue_for
+from herald.lanes import Lane, lane_of, queue_for
 from herald.models import Delivery, DeliveryAttempt, Device, EventRow, Notification, Person, utcnow
 from herald.payload import collapse_key, render, responder_url
 from herald.settings import get_settings
@@ -365,19 +365,20 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})
     if retry_in is not None:
         # Only the transient targets are pending again; the retry pool runs them when due (an
-        # operations alert's batch stays on the ops lane: herald/lanes.py).
+        # operations alert's or a page's batch stays on its lane: herald/lanes.py).
         task = channels.get(channel_name).task
-        app.send_task(task, args=[batch_id], queue=queue_for(task, ops=_is_ops(key), retry=True),
+        app.send_task(task, args=[batch_id], queue=queue_for(task, _lane(key), retry=True),
                       countdown=retry_in)
     return len(messages)
 
 
-def _is_ops(batch_id: uuid.UUID) -> bool:
-    """Whether a batch belongs to one of herald's own operations alerts (a batch holds one event)."""
+def _lane(batch_id: uuid.UUID) -> Lane:
+    """The lane of a batch's event (a batch holds one event): an alert's or a page's retry keeps its lane."""
     with db.session() as s:
-        event = s.execute(select(EventRow.type, EventRow.source).join(Delivery, Delivery.event_id == EventRow.id)
+        event = s.execute(select(EventRow.type, EventRow.source, EventRow.severity)
+                          .join(Delivery, Delivery.event_id == EventRow.id)
                           .where(Delivery.batch_id == batch_id).limit(1)).first()
-    return event is not None and is_ops(event.type, event.source)
+    return "bulk" if event is None else lane_of(event.type, event.source, event.severity)
 
 
 def make_task(spec: channels.ChannelSpec) -> Any:

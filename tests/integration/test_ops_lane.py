@@ -49,8 +49,8 @@ def test_a_sweeps_alert_reaches_operations_with_ingest_enrich_resolve_and_delive
         workers: Workers) -> None:
     # given operations managers with devices, and 30 events waiting on ingest, whose pool is down
     load_operations_team()
-    for i in range(30):
-        publish(flow_failed(f"flow-{i}", environment="prod"))
+    for i in range(30):  # warnings: bulk work (a page rides the urgent lane: test_urgent_lane.py)
+        publish(flow_failed(f"flow-{i}", environment="prod", severity="warning"))
     # when only the sweeps pool runs (with beat): no ingest, enrich, resolve, deliver or retry pool
     env = {"HERALD_BACKLOG_INTERVAL_S": "1", "HERALD_BACKLOG_DEPTH_THRESHOLD": "20",
            "HERALD_BACKLOG_AGE_THRESHOLD_S": "3600"}

@@ -157,6 +157,14 @@ QUEUES: tuple[str, ...] = tuple(dict.fromkeys(q for pool in POOLS.values() for q
 ALL_POOL = "all"
 
 
+def nice_for(queues: tuple[str, ...]) -> int:
+    """How much a worker of ``queues`` yields the CPU: ``HERALD_BULK_NICE`` when it consumes only bulk queues.
+
+    A worker that also consumes a lane (urgent, ops) keeps the normal priority: it may hold a page.
+    """
+    return 0 if {URGENT_QUEUE, OPS_QUEUE} & set(queues) else get_settings().bulk_nice
+
+
 def pool_queues(name: str) -> tuple[str, ...]:
     """The queues of a pool, of ``all``, or of several pools separated by commas."""
     if name == ALL_POOL:

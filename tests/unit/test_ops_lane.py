@@ -71,3 +71,19 @@ def test_the_lane_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.delenv("HERALD_URGENT_LANE")
         get_settings.cache_clear()
+
+
+def test_only_a_worker_of_bulk_queues_yields_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from herald.lanes import nice_for, pool_queues
+
+    monkeypatch.setenv("HERALD_BULK_NICE", "10")
+    get_settings.cache_clear()
+    try:
+        assert nice_for(pool_queues("deliver.fcm")) == 10
+        assert nice_for(pool_queues("ingest,enrich,resolve")) == 10
+        assert nice_for(pool_queues("urgent")) == 0
+        assert nice_for(pool_queues("sweeps")) == 0  # the ops lane
+        assert nice_for(pool_queues("all")) == 0  # one worker for everything holds pages too
+    finally:
+        monkeypatch.delenv("HERALD_BULK_NICE")
+        get_settings.cache_clear()

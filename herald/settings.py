@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # Pages (critical and error) ride their own queue and pool through every stage (herald/lanes.py); false: the
     # bulk queues, as every other event (only where no `urgent` pool runs, or to measure the lane).
     urgent_lane: bool = True
+    # Niceness of a worker that consumes only bulk queues (0-19; herald/lanes.py nice_for): on a host shared with
+    # the urgent pool, a burst yields the CPU to a page instead of sharing it.
+    bulk_nice: int = Field(default=0, ge=0, le=19)
     max_task_attempts: int = 5  # other transient errors (a provider's 5xx inside a task)
     outage_deadline_s: float = 900.0  # database or broker unreachable: retried this long, not counted
     retry_base_s: float = 2.0

@@ -23,9 +23,11 @@ def api(
     """
     import uvicorn
 
+    from herald.logs import uvicorn_log_config
     from herald.settings import get_settings
 
     settings = get_settings()
     # proxy headers stay off: behind a TLS proxy, set forwarded_allow_ips there, not here
     uvicorn.run("api.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port,
-                log_level="info", proxy_headers=False, server_header=False)
+                log_level="info", proxy_headers=False, server_header=False,
+                log_config=uvicorn_log_config())

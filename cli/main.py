@@ -52,7 +52,9 @@ app.add_typer(webhooks_app, name="webhooks")
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from herald import logs
+
+    logs.configure(logging.WARNING)  # text, or JSON lines with HERALD_LOG_FORMAT=json
     import sqlalchemy.exc
 
     try:

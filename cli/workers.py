@@ -58,7 +58,9 @@ def worker(
     spec = POOLS.get(pool)
     # one node name per process: Flower and `celery inspect` tell the workers apart
     node = f"{pool.replace(',', '+')}-{os.getpid()}@%h"
-    argv = ["worker", "-Q", ",".join(queues), "-n", node, "-l", loglevel,
+    from herald.logs import celery_options
+
+    argv = [*celery_options(), "worker", "-Q", ",".join(queues), "-n", node, "-l", loglevel,
             "-c", str(concurrency or (spec.concurrency if spec else 2)),
             "--prefetch-multiplier", str(spec.prefetch_multiplier if spec else 1),
             "-P", kind or (spec.kind if spec else "prefork")]
@@ -85,8 +87,9 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
         herald beat
     """
     from herald.app import app as celery_app
+    from herald.logs import celery_options
 
-    celery_app.start(["beat", "-s", str(_beat_file()), "-l", loglevel])
+    celery_app.start([*celery_options(), "beat", "-s", str(_beat_file()), "-l", loglevel])
 
 
 def flower(

@@ -8,16 +8,33 @@ exception's message. A newline in any of them could forge a whole log entry ("[d
 ... succeeded"), so :class:`OneLineFormatter` writes each entry's message as one line, with line
 breaks and other control characters escaped (``\\n``, ``\\x1b``). A traceback keeps its lines, which
 come from code, but the exception's own message in it is escaped the same way.
+
+``HERALD_LOG_FORMAT=json`` writes each entry as one JSON object per line instead (python-json-logger's
+formatter): ``time``, ``level``, ``logger``, ``process``, ``message``, and the ids as fields of their own
+(``event_id``, ``notification_id``, ``delivery_id``, ``batch_id``, ``dead_letter_id``, ``task_id``,
+``task_name``), so a log search filters on ``event_id`` rather than parsing text. JSON escapes every
+line break and, ASCII-only, every control and bidi character: a JSON line cannot be forged either.
+Text stays the default (a terminal). Workers and beat get it when Celery sets up their logging
+(herald.app), the CLI and the API through :func:`configure` and :func:`uvicorn_log_config`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import traceback
 from types import TracebackType
+from typing import Any, Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as JsonFormatterBase
 
 IDS = ("event_id", "notification_id", "delivery_id", "batch_id", "dead_letter_id", "task_id")
+LogFormat = Literal["text", "json"]
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the CLI's and the API's text lines
+# The ids as text, appended to a herald entry's message by the text format (set by IdsFilter).
+_SUFFIX = "_herald_ids"
 
 # Every character str.splitlines() breaks on, and the other C0/C1 controls, DEL, and the bidi controls
 # that make a line read differently from what it contains. A tab stays: it breaks no line.
@@ -41,8 +58,15 @@ def _without_breaks(text: str) -> str:
 
 
 class IdsFilter(logging.Filter):
+    """Adds the current task's name and id to a record, and the ids as text for the text format.
+
+    Inside a task (and unless the code gave a ``task_id``), ``task_id`` and ``task_name`` become
+    attributes of the record: the JSON format writes them as fields. The text format appends
+    ``[event_id=... task=... task_id=...]`` to the entries of herald's own loggers.
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_herald_ids", False):
+        if getattr(record, _SUFFIX, None) is not None:
             return True
         parts = [f"{key}={getattr(record, key)}" for key in IDS if getattr(record, key, None) is not None]
         if not hasattr(record, "task_id"):
@@ -51,9 +75,9 @@ class IdsFilter(logging.Filter):
             request = getattr(current_task, "request", None)
             if request is not None and getattr(request, "id", None):
                 parts.append(f"task={current_task.name} task_id={request.id}")
-        if parts and record.name.startswith(("herald", "workers", "schedules", "producers")):
-            record.msg = f"{record.msg} [{' '.join(parts)}]"
-        record._herald_ids = True
+                record.task_id, record.task_name = request.id, current_task.name
+        herald = record.name.startswith(("herald", "workers", "schedules", "producers"))
+        setattr(record, _SUFFIX, f" [{' '.join(parts)}]" if parts and herald else "")
         return True
 
 
@@ -96,7 +120,7 @@ class OneLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         saved = record.msg, record.args, record.exc_info, record.exc_text, record.stack_info
-        record.msg, record.args = one_line(record.getMessage()), None
+        record.msg, record.args = one_line(record.getMessage() + getattr(record, _SUFFIX, "")), None
         record.exc_info = record.exc_text = record.stack_info = None
         try:
             line = self.inner.format(record)
@@ -111,14 +135,77 @@ class OneLineFormatter(logging.Formatter):
         return line
 
 
-def install(logger: logging.Logger) -> None:
-    """Add the ids, and one line per entry, to every handler of ``logger``.
+class JsonFormatter(JsonFormatterBase):
+    """One JSON object per entry: time (ISO 8601, UTC), level, logger, process, message, then the ids and any
+    other ``extra`` the code gave. ASCII only: no character in it can break or reorder a line."""
+
+    def __init__(self) -> None:
+        super().__init__(["levelname", "name", "processName", "message"], timestamp="time",
+                         rename_fields={"levelname": "level", "name": "logger", "processName": "process"},
+                         reserved_attrs=[*RESERVED_ATTRS, _SUFFIX, "color_message"], json_ensure_ascii=True)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {"time": log_data.pop("time", None), **log_data}  # the time first, as in a text line
+
+
+def log_format() -> LogFormat:
+    from herald.settings import get_settings
+
+    return get_settings().log_format
+
+
+def install(logger: logging.Logger, fmt: LogFormat | None = None) -> None:
+    """Add the ids, and one line per entry (text, or JSON with ``fmt="json"``), to every handler of ``logger``.
 
     Called when Celery sets up its logging (``after_setup_logger`` / ``after_setup_task_logger``), so
-    every worker process writes through it; safe to call again.
+    every worker process writes through it; safe to call again. ``fmt`` defaults to HERALD_LOG_FORMAT.
     """
+    fmt = fmt or log_format()
     for handler in logger.handlers:
         if not any(isinstance(f, IdsFilter) for f in handler.filters):
             handler.addFilter(IdsFilter())
-        if not isinstance(handler.formatter, OneLineFormatter):
+        if fmt == "json":
+            if not isinstance(handler.formatter, JsonFormatter):
+                handler.setFormatter(JsonFormatter())
+        elif not isinstance(handler.formatter, OneLineFormatter):
             handler.setFormatter(OneLineFormatter(handler.formatter or logging.Formatter()))
+
+
+def configure(level: int = logging.WARNING, fmt: LogFormat | None = None) -> None:
+    """The root logger of a process Celery does not set up (the CLI, the API): one handler on stderr."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(level)
+    install(root, fmt)
+
+
+def celery_options(fmt: LogFormat | None = None) -> list[str]:
+    """Celery's global options for ``herald worker`` and ``herald beat``: with JSON logs, no banner on stdout
+    (it is not JSON; what it says is in the entries too)."""
+    return ["--quiet"] if (fmt or log_format()) == "json" else []
+
+
+def uvicorn_log_config(fmt: LogFormat | None = None) -> dict[str, Any]:
+    """uvicorn's logging configuration (``herald api``): its own for text, herald's JSON lines for json, the
+    API's own loggers included (through the root logger)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    if (fmt or log_format()) != "json":
+        return copy.deepcopy(LOGGING_CONFIG)
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "filters": ["ids"]}
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "filters": {"ids": {"()": IdsFilter}},
+        "handlers": {"default": {**handler, "stream": "ext://sys.stderr"},
+                     "access": {**handler, "stream": "ext://sys.stdout"}},
+        "loggers": {"uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+                    "uvicorn.error": {"level": "INFO"},
+                    "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False}},
+        "root": {"handlers": ["default"], "level": "INFO"},
+    }

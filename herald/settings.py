@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".herald")
     # text: one line per entry (a terminal); json: one JSON object per line with the ids as fields (herald/logs.py)
     log_format: Literal["text", "json"] = "text"
+    # text: one line per entry (a terminal); json: one JSON object per line with the ids as fields (herald/logs.py)
+    log_format: Literal["text", "json"] = "text"
 
     environments: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["dev", "test", "prod"])
     max_event_bytes: int = 64 * 1024

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -81,3 +84,79 @@ def test_installing_twice_wraps_once(captured: tuple[logging.Logger, io.StringIO
     logs.install(logger)
     logger.warning("tab\tand \\n as text")
     assert out.getvalue().rstrip("\n").endswith("] tab\tand \\n as text")
+
+
+# --- HERALD_LOG_FORMAT=json ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def json_captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger set up as Celery's are, installed with the JSON format."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"))
+    logger = logging.getLogger(f"herald.test_logs.json.{id(out)}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logs.install(logger, "json")
+    yield logger, out
+    logger.removeHandler(handler)
+
+
+def test_json_lines_carry_the_ids_as_fields(json_captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, out = json_captured
+    event_id = uuid.uuid4()
+    logger.info("batch %s sent", "b1", extra={"event_id": event_id, "notification_id": 7, "delivery_id": 9,
+                                              "batch_id": "b1"})
+    [line] = out.getvalue().splitlines()
+    entry = json.loads(line)
+    assert list(entry)[:5] == ["time", "level", "logger", "process", "message"]
+    assert entry["message"] == "batch b1 sent" and entry["level"] == "INFO" and entry["logger"] == logger.name
+    assert (entry["event_id"], entry["notification_id"], entry["delivery_id"], entry["batch_id"]) == (
+        str(event_id), 7, 9, "b1")
+    assert datetime.fromisoformat(entry["time"]).utcoffset() == timedelta(0)
+    assert not any(key.startswith("_") for key in entry), "no private attribute leaks into the line"
+
+
+def test_inside_a_task_a_json_line_names_the_task(json_captured: tuple[logging.Logger, io.StringIO]) -> None:
+    from celery import Celery
+
+    logger, out = json_captured
+    app = Celery("test_logs", set_as_current=False)
+
+    @app.task(name="herald.test_logs.job")
+    def job() -> None:
+        logger.warning("inside")
+
+    job.apply(task_id="t-123")
+    [entry] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (entry["task_id"], entry["task_name"]) == ("t-123", "herald.test_logs.job")
+
+
+def test_a_json_line_cannot_be_forged_and_keeps_its_traceback(
+        json_captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, out = json_captured
+    try:
+        raise ValueError(f"bad\n{FORGED}")
+    except ValueError:
+        logger.exception("flow %s failed", f"orders\n{FORGED}\u202e\x1b[2J", extra={"event_id": "e1\nX"})
+    [line] = out.getvalue().splitlines()
+    assert line.isascii()
+    entry = json.loads(line)
+    assert entry["message"] == f"flow orders\n{FORGED}\u202e\x1b[2J failed"
+    assert entry["event_id"] == "e1\nX"
+    assert entry["exc_info"].startswith("Traceback (most recent call last):")
+    assert entry["exc_info"].endswith(f"ValueError: bad\n{FORGED}")
+
+
+def test_the_text_format_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from herald.settings import Settings
+
+    assert Settings().log_format == "text"
+    monkeypatch.setenv("HERALD_LOG_FORMAT", "json")
+    assert Settings().log_format == "json"
+    assert logs.celery_options("json") == ["--quiet"] and logs.celery_options("text") == []
+    config = logs.uvicorn_log_config("json")
+    assert config["formatters"]["json"]["()"] is logs.JsonFormatter
+    assert config["loggers"]["uvicorn.access"]["handlers"] == ["access"]

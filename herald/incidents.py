@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from herald import timers, writeback
+from herald import escalation, timers, writeback
 from herald.audit import audit
 from herald.events import Severity, make_event
 from herald.models import DueWork, EventRow, Incident, utcnow
@@ -126,11 +126,13 @@ def stop_escalation(s: Session, incident: Incident) -> None:
 # --- answers ------------------------------------------------------------------------------------
 
 def acknowledge(s: Session, incident: Incident, by: str, assignee: str | None = None) -> None:
-    """Someone took it: an open incident is assigned (to ``by`` unless named) and stops escalating."""
+    """Someone took it: an open incident is assigned (to ``by`` unless named) and stops escalating
+    (its chain too: herald/escalation.py)."""
     if incident.status == "open":
         incident.status = "acknowledged"
         incident.assignee = assignee or by
         stop_escalation(s, incident)
+        escalation.stop(s, incident, by=by, reason="acknowledged")
     incident.updated_at = utcnow()
 
 
@@ -139,12 +141,18 @@ def resolve(s: Session, incident: Incident, now: datetime | None = None) -> None
     now = now or utcnow()
     incident.status, incident.closed_at, incident.updated_at = "resolved", now, now
     stop_escalation(s, incident)
+    escalation.stop(s, incident, by="herald", reason="resolved")
 
 
-def reassign(s: Session, incident: Incident, assignee: str | None) -> None:
-    """Hand the incident to ``assignee`` (a follow-up request without one keeps the current assignee)."""
+def reassign(s: Session, incident: Incident, assignee: str | None, by: str = "herald") -> None:
+    """Hand the incident to ``assignee`` (a follow-up request without one keeps the current assignee).
+
+    An incident with an escalation chain restarts it for the assignee (herald/escalation.py): they are
+    paged first, then the policy's steps, until someone acknowledges.
+    """
     incident.assignee = assignee or incident.assignee
     incident.updated_at = utcnow()
+    escalation.restart(s, incident, incident.assignee, by=by)
 
 
 # The answers that apply to an incident (an approval's answers do not).
@@ -160,9 +168,10 @@ def answer(s: Session, incident: Incident, action: str, responder: str, *, assig
     elif action == "resolved":
         resolve(s, incident)
     elif action == "follow_up_requested":
-        reassign(s, incident, assignee)
+        reassign(s, incident, assignee, by=responder)
     else:
         raise ValueError(f"{action!r} does not apply to an incident (known: {', '.join(sorted(ANSWERS))})")
+    escalation.answered(s, incident, responder)
     audit(s, responder, f"incident.{action}", "incident", incident.id, event_id=event_id,
           status=incident.status, assignee=incident.assignee, comment=comment, **details)
 
@@ -226,6 +235,19 @@ def escalate_incident(s: Session, row: DueWork) -> bool:
                            "title": incident.title})
     _page_again(s, incident, row.step)
     return True
+
+
+def escalate_now(s: Session, incident: Incident, *, reason: str) -> bool:
+    """An incident without a chain whose page reached nobody: raise its level now (herald/escalation.py
+    ``advance_now``), fenced by its due escalation step: that step runs now instead of at its time, the
+    next one is scheduled as usual; False when no step is due (acknowledged, at its last level)."""
+    row = s.scalar(select(DueWork).where(DueWork.kind == ESCALATE, DueWork.subject == str(incident.id),
+                                         DueWork.state == "due").order_by(DueWork.step).limit(1)
+                   .with_for_update(skip_locked=True))
+    if row is None or not timers.complete(s, row.id, row.token, row.step, state="done", by="herald/escalation"):
+        return False
+    audit(s, "herald/escalation", "incident.escalated_now", "incident", incident.id, level=row.step, reason=reason)
+    return escalate_incident(s, row)
 
 
 def _page_again(s: Session, incident: Incident, level: int) -> None:

@@ -6,12 +6,7 @@ Redis the other tests share is never touched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,65 +17,15 @@ import redis
 from sqlalchemy import func, select
 
 from herald.models import EventRow, Outbox
-from tests.integration.conftest import DATA_DIR, ROOT, SESSION, Workers, wait_until
+from tests.integration import ownredis
+from tests.integration.conftest import DATA_DIR, SESSION, Workers, wait_until
 from tests.integration.helpers import rows
-
-
-class OwnRedis:
-    """A redis-server on a free port, started and stopped by the test."""
-
-    def __init__(self, *extra: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.extra = extra
-        self.start()
-
-    def start(self) -> None:
-        subprocess.run(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                        "--appendonly", "no", "--daemonize", "yes", "--dir", str(DATA_DIR),
-                        "--logfile", str(DATA_DIR / f"redis-{self.port}.log"), *self.extra], check=True)
-        wait_until(self.ping, timeout_s=20, message="own redis up")
-
-    def ping(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url).ping())
-        except redis.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        with contextlib.suppress(redis.ConnectionError):
-            redis.Redis.from_url(self.url).shutdown(nosave=True, now=True, force=True)
-        wait_until(lambda: not self.ping(), timeout_s=20, message="own redis down")
-
-    def restart(self) -> None:
-        """What a Redis without persistence does on a restart: come back empty."""
-        self.stop()
-        self.start()
+from tests.integration.ownredis import PUBLISH_DIRECT, OwnRedis, env_for, run_python
 
 
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
-    """Ask for it before ``workers``: the workers stop first, so none sees its Redis go away."""
-    server = OwnRedis()
-    yield server
-    server.stop()
-
-
-def env_for(server: OwnRedis) -> dict[str, str]:
-    return {"HERALD_BROKER_URL": server.url, "HERALD_BROKER_KEY_PREFIX": f"{SESSION}:"}
-
-
-def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=120)
-
-
-PUBLISH_DIRECT = (
-    "from producers import publish, artifact_deployed\n"
-    "for i in range({n}):\n"
-    "    print(publish(artifact_deployed(f'api-{{i}}', kind='api', environment='dev')))\n")
+    yield from ownredis.serve()
 
 
 def stored(ids: list[str]) -> int:

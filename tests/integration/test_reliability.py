@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import cast
-from urllib.parse import urlparse
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from herald import db
 from herald.models import DeadLetter, Delivery, DeliveryAttempt, EventRow, Outbox
 from producers import artifact_deployed, publish
-from tests.integration.conftest import DATA_DIR, REDIS_URL, ROOT, TEST_ENV, Workers, wait_until
+from tests.integration import ownredis
+from tests.integration.conftest import DATA_DIR, ROOT, TEST_ENV, Workers, wait_until
 from tests.integration.helpers import all_done, rows
+from tests.integration.ownredis import PUBLISH_DIRECT, OwnRedis, env_for, run_python
 
 FANOUT_DIRECTORY = """
 people:
@@ -125,44 +123,28 @@ def test_broker_unreachable_outbox_mode_loses_nothing(workers: Workers, sample_d
     assert rows(select(Outbox.ingested_at))[0].ingested_at is not None
 
 
-def _restart_redis() -> None:
-    r = redis.Redis.from_url(REDIS_URL)
-    with contextlib.suppress(redis.ConnectionError):
-        r.shutdown(nosave=True)
-    time.sleep(0.5)
-    # the Redis the tests use (HERALD_TEST_REDIS): the machine's on 6379, as .ci/run starts it, or a private one
-    port = urlparse(REDIS_URL).port or 6379
-    where = ["--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"] if port == 6379 else [
-        "--dir", str(DATA_DIR), "--logfile", str(DATA_DIR / f"redis-{port}.log")]
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(port),
-                    "--save", "", "--appendonly", "no", *where], check=True)
-    wait_until(lambda: _ping(), timeout_s=20, message="redis back")
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    yield from ownredis.serve()
 
 
-def _ping() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL).ping())
-    except redis.ConnectionError:
-        return False
-
-
-@pytest.mark.skipif(os.environ.get("HERALD_TEST_NO_REDIS_RESTART") == "1", reason="disabled by environment")
 # while Redis restarts: the consumer and beat reconnect, an ack of a message Redis forgot fails (the recovery
 # sweep resends from Postgres), and Celery's gossip step logs its failed restart
 @pytest.mark.expect_log_errors(r"consumer: Cannot connect to redis", r"beat: Connection error",
                                r"Couldn't ack .*reason:network:ConnectionError", r"Error on restarting Gossip")
-def test_redis_restarted_mid_run_every_target_still_terminal(workers: Workers) -> None:
-    # given a burst in progress, with slow deliveries
+def test_redis_restarted_mid_run_every_target_still_terminal(own_redis: OwnRedis, workers: Workers) -> None:
+    # given a burst in progress, with slow deliveries, on a Redis of the test's own (the shared one stays up)
     apply_fanout(30)
-    slow = {"HERALD_BATCH_SIZE": "5", "HERALD_DEV_DELAY_MS": "100"}
-    workers.start("all", env=slow, concurrency=2, kind="prefork", beat=True)
-    # (through the outbox: an event that only lives in Redis, not yet ingested, dies with it)
-    with db.session() as s:
-        ids = [publish(artifact_deployed(f"api-{i}", kind="api", environment="dev"), session=s) for i in range(4)]
+    env = {**env_for(own_redis), "HERALD_BATCH_SIZE": "5", "HERALD_DEV_DELAY_MS": "100"}
+    workers.start("all", env=env, concurrency=2, kind="prefork", beat=True)
+    # (published by a producer with the database: an event only Redis held, not yet ingested, dies with it)
+    done = run_python(PUBLISH_DIRECT.format(n=4), env_for(own_redis))
+    assert done.returncode == 0, done.stderr
+    ids = [uuid.UUID(i) for i in done.stdout.split()]
     wait_until(lambda: rows(select(func.count()).where(Delivery.status == "sent"))[0][0] >= 5,
                message="deliveries under way")
     # when Redis restarts and forgets every queue
-    _restart_redis()
+    own_redis.restart()
     # then the sweep finds the work pending past its deadline and every target ends terminal
     wait_until(lambda: all_done(ids), timeout_s=150, message="every target terminal after the restart")
     assert rows(select(Delivery.status, func.count()).group_by(Delivery.status)) == [("sent", 120)]

@@ -190,7 +190,7 @@ def test_deliveries_counted_by_prefork_workers_equal_the_rows_on_every_scrape(
     # when three events are published, and scraped while the pipeline runs
     event_ids = [publish(order(f"PO-{i}")) for i in range(3)]
     promtool("check", "metrics", stdin=scrape(serve))
-    wait_until(lambda: all_done(event_ids), message="all targets terminal")
+    wait_until(lambda: all_done(event_ids), timeout_s=180, message="all targets terminal")  # a loaded CI machine
     # then each scrape of `herald metrics serve` counts what the rows say, per channel and outcome
     text = scrape(serve)
     promtool("check", "metrics", stdin=text)

@@ -21,6 +21,7 @@ from cli.credentials import credentials_app
 from cli.deadletters import deadletters_app
 from cli.directory import directory_app
 from cli.keys import keys_app
+from cli.metrics import metrics_app
 from cli.output import EXIT_UNAVAILABLE, err
 from cli.people import people_app
 from cli.webhooks import webhooks_app
@@ -49,6 +50,7 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(vapid_app, name="vapid")
 app.add_typer(fakes_app, name="fakes")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(metrics_app, name="metrics")
 
 
 def main() -> None:

@@ -60,8 +60,8 @@ def _without_breaks(text: str) -> str:
 class IdsFilter(logging.Filter):
     """Adds the current task's name and id to a record, and the ids as text for the text format.
 
-    Inside a task (and unless the code gave a ``task_id``), ``task_id`` and ``task_name`` become
-    attributes of the record: the JSON format writes them as fields. The text format appends
+    Inside a task, ``task_id`` and ``task_name`` become attributes of the record (unless the code gave
+    them): the JSON format writes them as fields. The text format appends
     ``[event_id=... task=... task_id=...]`` to the entries of herald's own loggers.
     """
 
@@ -69,13 +69,15 @@ class IdsFilter(logging.Filter):
         if getattr(record, _SUFFIX, None) is not None:
             return True
         parts = [f"{key}={getattr(record, key)}" for key in IDS if getattr(record, key, None) is not None]
-        if not hasattr(record, "task_id"):
-            from celery import current_task
+        from celery import current_task
 
-            request = getattr(current_task, "request", None)
-            if request is not None and getattr(request, "id", None):
+        request = getattr(current_task, "request", None)
+        if request is not None and getattr(request, "id", None):
+            if not hasattr(record, "task_id"):
                 parts.append(f"task={current_task.name} task_id={request.id}")
-                record.task_id, record.task_name = request.id, current_task.name
+                record.task_id = request.id
+            if not hasattr(record, "task_name"):
+                record.task_name = current_task.name
         herald = record.name.startswith(("herald", "workers", "schedules", "producers"))
         setattr(record, _SUFFIX, f" [{' '.join(parts)}]" if parts and herald else "")
         return True
@@ -179,7 +181,10 @@ def configure(level: int = logging.WARNING, fmt: LogFormat | None = None) -> Non
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
         root.addHandler(handler)
     root.setLevel(level)
+    fmt = fmt or log_format()
     install(root, fmt)
+    if fmt == "json":  # Python's warnings (Celery warns before it sets up logging) as entries, not raw text
+        logging.captureWarnings(True)
 
 
 def celery_options(fmt: LogFormat | None = None) -> list[str]:

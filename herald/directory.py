@@ -25,6 +25,7 @@ from herald.errors import DirectoryError
 from herald.events import EVENT_TYPES, Severity
 from herald.models import (
     Device,
+    EscalationPolicy,
     Person,
     Resource,
     Rotation,
@@ -202,6 +203,62 @@ class RouteSpec(_Strict):
     channels: list[ChannelName] | None = None
     ids_only: bool = False
     continue_: bool = Field(default=False, alias="continue")
+    # the escalation policy of the incidents this route's events open (herald/escalation.py)
+    escalation: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class NotifySpec(_Strict):
+    """Who one step of an escalation policy pages: exactly one of these."""
+
+    on_call: str | None = None  # who holds the rotation when the step runs
+    next_on_call: str | None = None  # the rotation's next person after the one on call
+    team: str | None = None
+    people: list[str] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NotifySpec:
+        given = [k for k, v in self.model_dump().items() if v is not None]
+        if len(given) != 1:
+            raise ValueError("notify names exactly one of: on_call, next_on_call, team, people")
+        return self
+
+
+class StepSpec(_Strict):
+    """One step of an escalation policy: notify someone (with an importance), or wait some minutes."""
+
+    notify: NotifySpec | None = None
+    importance: Literal["normal", "high"] | None = None  # high: a page that sounds (severity critical)
+    wait_min: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StepSpec:
+        if (self.notify is None) == (self.wait_min is None):
+            raise ValueError("a step is either notify (with an optional importance) or wait_min")
+        if self.importance is not None and self.notify is None:
+            raise ValueError("importance belongs to a notify step")
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        if self.wait_min is not None:
+            return {"wait_min": self.wait_min}
+        assert self.notify is not None
+        return {"notify": self.notify.model_dump(exclude_none=True), "importance": self.importance or "normal"}
+
+
+class PolicySpec(_Strict):
+    """An escalation policy: its steps in order, the whole chain repeated up to ``repeat`` more times."""
+
+    id: str = Field(min_length=1, max_length=64)
+    steps: list[StepSpec] = Field(min_length=1)
+    repeat: int = Field(default=0, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _pages_and_waits(self) -> PolicySpec:
+        if not any(step.notify is not None for step in self.steps):
+            raise ValueError("a policy needs at least one notify step")
+        if self.repeat and not any(step.wait_min is not None for step in self.steps):
+            raise ValueError("a policy that repeats needs a wait_min step (it would page again at once)")
+        return self
 
 
 class DirectorySpec(_Strict):
@@ -210,6 +267,7 @@ class DirectorySpec(_Strict):
     rotations: list[RotationSpec] = Field(default_factory=list)
     resources: list[ResourceSpec] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(default_factory=list)
+    policies: list[PolicySpec] = Field(default_factory=list)  # escalation chains (herald/escalation.py)
     webhooks: list[writeback.WebhookSpec] = Field(default_factory=list)  # write-back (docs/webhooks.md)
 
 
@@ -291,6 +349,7 @@ class _CrossCheck:
         self.people = {p.id for p in spec.people}
         self.teams = {t.id for t in spec.teams}
         self.rotations = {r.id for r in spec.rotations}
+        self.policies = {p.id for p in spec.policies}
 
     def run(self) -> list[str]:
         self.duplicate_ids("people", [p.id for p in self.spec.people])
@@ -298,11 +357,13 @@ class _CrossCheck:
         self.duplicate_ids("rotations", [r.id for r in self.spec.rotations])
         self.duplicate_ids("routes", [r.id for r in self.spec.routes])
         self.duplicate_ids("webhooks", [w.id for w in self.spec.webhooks])
+        self.duplicate_ids("policies", [p.id for p in self.spec.policies])
         self.duplicate_devices()
         self.team_members()
         self.rotation_references()
         self.resource_owners()
         self.route_references()
+        self.policy_references()
         return self.problems
 
     def problem(self, loc: tuple[Any, ...], text: str, *, key: str | None = None) -> None:
@@ -360,6 +421,23 @@ class _CrossCheck:
                 self.recipient(("routes", i, "recipients", j), rcpt)
             for j, ref in enumerate(route.match.owners or []):
                 self.owner(("routes", i, "match", "owners", j), ref)
+            if route.escalation is not None and route.escalation not in self.policies:
+                self.problem(("routes", i, "escalation"), f"unknown escalation policy {route.escalation!r}")
+
+    def policy_references(self) -> None:
+        for i, policy in enumerate(self.spec.policies):
+            for j, step in enumerate(policy.steps):
+                if step.notify is None:
+                    continue
+                loc, notify = ("policies", i, "steps", j, "notify"), step.notify
+                for key in ("on_call", "next_on_call"):
+                    rotation = getattr(notify, key)
+                    if rotation is not None and rotation not in self.rotations:
+                        self.problem((*loc, key), f"unknown rotation {rotation!r}")
+                if notify.team is not None and notify.team not in self.teams:
+                    self.problem((*loc, "team"), f"unknown team {notify.team!r}")
+                for k, pid in enumerate(notify.people or []):
+                    self.person((*loc, "people", k), pid)
 
     def recipient(self, loc: tuple[Any, ...], rcpt: RecipientSpec) -> None:
         if rcpt.team is not None and rcpt.team not in self.teams:
@@ -381,7 +459,7 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
     their token to another person. Applying never revives a device a provider or a person
     deactivated, and leaves an unchanged device as it is (herald/devices.py, ``by="directory"``).
     """
-    for model in (TeamMember, Subscription, Route, Resource, Rotation):
+    for model in (TeamMember, Subscription, Route, Resource, Rotation, EscalationPolicy):
         db.execute(delete(model))
     db.flush()
     gone = _deactivate_people_gone(spec, db)
@@ -392,7 +470,8 @@ def apply(spec: DirectorySpec, db: Session) -> dict[str, int]:
     webhooks = writeback.apply_endpoints(db, spec.webhooks)
     db.flush()
     return {"people": len(spec.people), "teams": len(spec.teams), "rotations": len(spec.rotations),
-            "resources": len(spec.resources), "routes": len(spec.routes), "devices": device_count,
+            "resources": len(spec.resources), "routes": len(spec.routes), "policies": len(spec.policies),
+            "devices": device_count,
             "deactivated_people": len(gone), **webhooks}
 
 
@@ -435,7 +514,7 @@ def _apply_teams(spec: DirectorySpec, db: Session) -> None:
 
 
 def _apply_routing(spec: DirectorySpec, db: Session) -> None:
-    """Rotations, resources and routes (the routes keep the file's order)."""
+    """Rotations, resources, routes (they keep the file's order) and escalation policies."""
     for r in spec.rotations:
         db.add(Rotation(id=r.id, team_id=r.team, members=r.members, shift_hours=r.shift_hours,
                         starts_at=r.starts_at))
@@ -445,7 +524,12 @@ def _apply_routing(spec: DirectorySpec, db: Session) -> None:
     for position, route in enumerate(spec.routes):
         db.add(Route(id=route.id, position=position, match=route.match.model_dump(exclude_none=True),
                      recipients=[r.model_dump(exclude_none=True) for r in route.recipients],
-                     channels=route.channels, ids_only=route.ids_only, continue_=route.continue_))
+                     channels=route.channels, ids_only=route.ids_only, continue_=route.continue_,
+                     escalation=route.escalation))
+    now = utcnow()
+    for policy in spec.policies:  # incidents in flight keep their own copy (incidents.chain)
+        db.add(EscalationPolicy(id=policy.id, steps=[step.stored() for step in policy.steps], repeat=policy.repeat,
+                                updated_at=now))
 
 
 def register_device(db: Session, *, person_id: str, channel: str, token: str, token_kind: str = "token",

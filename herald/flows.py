@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from herald import answers, approvals, incidents, wording
+from herald import answers, approvals, escalation, incidents, wording
 from herald.answers import ACTIONS
 from herald.audit import audit
 from herald.events import INCIDENT_TYPES, Flow
@@ -71,6 +71,8 @@ def _failure(s: Session, row: EventRow) -> str:
         if closed is not None:
             row.incident_id = closed.id
         return "received"
+    if row.type == "flow.escalated" and row.source == escalation.SOURCE:
+        escalation.link_event(s, row)  # a chain step's page: its page rows name this event
     return link_incident(s, row)
 
 
@@ -142,6 +144,32 @@ def _replaces(row: EventRow) -> bool:
 
 def no_audience(s: Session, row: EventRow, enrichment: dict[str, Any]) -> None:
     """Nothing beyond the owners of the event's subjects."""
+
+
+def _chain(s: Session, row: EventRow, enrichment: dict[str, Any]) -> None:
+    """Escalation chains (herald/escalation.py): the event that opened an incident starts the chain of the
+    policy its matching route names (the owners are known now); a chain step's page is told to exactly the
+    people its page rows name, and to nobody else (``only_tell``: workers/resolve.py walks no route)."""
+    if row.type in INCIDENT_TYPES and row.incident_id is not None:
+        incident = incidents.get(s, row.incident_id)
+        if incident is None or incident.chain is not None or incident.status != "open":
+            return
+        first = incidents.first_event(s, incident.id)
+        if first is None or first.id != row.id:
+            return  # joined an open incident: its chain (or its legacy escalation) is already running
+        policy = escalation.policy_for(s, event_type=row.type, environment=row.environment, severity=row.severity,
+                                       owners=enrichment.get("owners", []), topic=row.data.get("topic"))
+        if policy is not None:
+            escalation.start(s, incident, policy)
+            enrichment["escalation"] = {"policy": policy.id}
+    elif row.type == "flow.escalated" and row.source == escalation.SOURCE:
+        people = escalation.told_by_page(s, row)
+        if people:
+            why = f"escalation of incident #{row.data.get('incident_id')}: " + (
+                "the new assignee" if row.data.get("step") == escalation.ASSIGNEE_STEP
+                else f"step {int(row.data.get('step', 0)) + 1}, round {int(row.data.get('round', 0)) + 1}")
+            enrichment["tell"] = {p: why for p in people}
+            enrichment["only_tell"] = True
 
 
 def _credential_owner(s: Session, row: EventRow, enrichment: dict[str, Any]) -> None:
@@ -229,7 +257,7 @@ FLOWS: dict[str, FlowSpec] = {spec.flow.value: spec for spec in [
     FlowSpec(flow=Flow.artifact, body=wording.artifact_body, name_field="artifact",
              subjects=(("artifact", "artifact"),)),
     FlowSpec(flow=Flow.failure, body=wording.failure_body, name_field="flow",
-             subjects=(("flow", "flow"), ("credential", "credential")), ingest=_failure),
+             subjects=(("flow", "flow"), ("credential", "credential")), ingest=_failure, audience=_chain),
     FlowSpec(flow=Flow.approval, body=wording.approval_body, name_field="target",
              subjects=(("artifact", "target"), ("application", "target")), ingest=_approval, audience=_requester),
     FlowSpec(flow=Flow.business, body=wording.business_body, name_field="reference",

@@ -23,8 +23,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from herald import db
+from herald import channels, db, unreached
 from herald.app import app
+from herald.channels.email.addresses import ensure as email_addresses
 from herald.directory import in_quiet_hours, on_call_now, route_matches
 from herald.errors import PoisonMessage
 from herald.events import Severity
@@ -42,7 +43,7 @@ from herald.models import (
     utcnow,
 )
 from herald.settings import get_settings
-from herald.taskbase import HeraldTask
+from herald.taskbase import HeraldTask, deliver_by
 from workers.ingest import event_uuid
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,10 @@ def _label(rule: dict[str, Any]) -> str:
 def recipients(s: Session, event: EventRow, now: datetime) -> dict[str, Choice]:
     enrichment = event.enrichment or {}
     chosen: dict[str, Choice] = {}
-    for route in s.scalars(select(Route).order_by(Route.position)):
+    # an escalation step's page goes to its people only (herald/escalation.py): no route widens it
+    routes: Sequence[Route] = [] if enrichment.get("only_tell") else \
+        list(s.scalars(select(Route).order_by(Route.position)))
+    for route in routes:
         if not route_matches(route, event_type=event.type, environment=event.environment,
                              severity=Severity(event.severity), owners=enrichment.get("owners", []),
                              topic=event.data.get("topic")):
@@ -181,6 +185,8 @@ def _notify_chunk(s: Session, event: EventRow, chosen: dict[str, Choice], critic
     people = {p.id: p for p in s.execute(
         select(Person.id, Person.timezone, Person.quiet_hours, Person.opted_out_channels)
         .where(Person.id.in_(chosen), Person.active))}
+    email_addresses(s, [p for p, c in chosen.items() if c.channels and "email" in c.channels])  # routes naming it
+    named_only = {spec.name for spec in channels.specs() if spec.named_only}  # e-mail: only where a route names it
     devices: dict[str, list[Any]] = {}
     for device in s.execute(select(Device.id, Device.person_id, Device.channel)
                             .where(Device.person_id.in_(people), Device.active).order_by(Device.id)):
@@ -195,7 +201,7 @@ def _notify_chunk(s: Session, event: EventRow, chosen: dict[str, Choice], critic
                "reason": choice.reason, "ids_only": choice.ids_only, "created_at": now, "status": "queued"}
         usable = [d for d in devices.get(person_id, [])
                   if d.channel not in (person.opted_out_channels or [])
-                  and (choice.channels is None or d.channel in choice.channels)]
+                  and (d.channel in choice.channels if choice.channels is not None else d.channel not in named_only)]
         if not critical and in_quiet_hours(person, now):
             row.update(status="suppressed",
                        status_reason=f"quiet hours {'-'.join(person.quiet_hours or [])} {person.timezone}")
@@ -220,13 +226,15 @@ def _notify_chunk(s: Session, event: EventRow, chosen: dict[str, Choice], critic
     deliveries: list[dict[str, Any]] = []
     batches: list[tuple[str, uuid.UUID]] = []
     size = get_settings().batch_size
+    until = deliver_by(event.severity, now)  # retries are bounded by this time, by severity (herald/taskbase.py)
     for channel, pairs in per_channel.items():
         for start in range(0, len(pairs), size):
             batch = uuid.uuid4()
             batches.append((channel, batch))
             deliveries += [{"notification_id": n, "device_id": d, "event_id": event.id, "channel": channel,
                             "batch_id": batch, "status": "pending", "attempts": 0, "due_at": now,
-                            "updated_at": now} for n, d in pairs[start:start + size]]
+                            "deliver_by": until, "updated_at": now} for n, d in pairs[start:start + size]]
     if deliveries:
         s.execute(sa_insert(Delivery), deliveries)
+    unreached.after_resolve(s, [n for n, p in written if not targets[p]])  # a page to someone with no device
     return batches

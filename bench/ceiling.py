@@ -46,12 +46,8 @@ async def run(items: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
     webpush_settings = WebPushSettings.current()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60),
                                     timeout=aiohttp.ClientTimeout(total=settings.channel_timeout_s))
-    creds = fcm.Credentials.load(fcm_settings.credentials_file) if fcm_settings.credentials_file else None
-    access = ""
-    if creds is not None:
-        form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": creds.assertion()}
-        async with session.post(creds.token_uri, data=form) as response:
-            access = (await response.json(content_type=None))["access_token"]
+    creds = fcm.Credential.load(fcm_settings.credentials_file) if fcm_settings.credentials_file else None
+    access = await asyncio.to_thread(creds.refresh) if creds is not None else ""
     context = ssl.create_default_context(cafile=str(apns_settings.ca_file) if apns_settings.ca_file else None)
     context.set_alpn_protocols(["h2"])
     pools = {env: ConnectionPool(urlsplit(url).hostname or "", urlsplit(url).port or 443, context,
@@ -81,7 +77,7 @@ async def run(items: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
             elif item["channel"] == "webpush":
                 assert signer is not None
                 sub = json.loads(m.target.token)
-                body = vapid.encrypt(webpush.cleartext(m), sub["keys"]["p256dh"], sub["keys"]["auth"])
+                body = vapid.encrypt(webpush.cleartext(m), sub)
                 headers = {"TTL": "3600", "Content-Encoding": "aes128gcm", "Urgency": "normal",
                            "Content-Type": "application/octet-stream", "Topic": webpush.topic(m.collapse_key or ""),
                            "Authorization": signer.header(sub["endpoint"])}

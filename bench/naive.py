@@ -62,10 +62,8 @@ def _client(channel: str) -> httpx.Client:
 
 def _fcm_token() -> tuple[str, str]:
     if "fcm" not in _state:
-        creds = fcm.Credentials.load(FcmSettings.current().credentials_file)  # type: ignore[arg-type]
-        answer = _client("fcm").post(creds.token_uri, data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": creds.assertion()}).json()
-        _state["fcm"] = (creds.project_id, answer["access_token"])
+        creds = fcm.Credential.load(FcmSettings.current().credentials_file)
+        _state["fcm"] = (creds.project_id, creds.refresh())
     return _state["fcm"]  # type: ignore[no-any-return]
 
 
@@ -82,7 +80,7 @@ def send(m: Message, channel: str) -> int:
             _state["vapid"] = vapid.Vapid(vapid.load(keys.vapid_key_file),  # type: ignore[arg-type]
                                           keys.vapid_subject)
         sub = json.loads(m.target.token)
-        body = vapid.encrypt(webpush.cleartext(m), sub["keys"]["p256dh"], sub["keys"]["auth"])
+        body = vapid.encrypt(webpush.cleartext(m), sub)
         return _client("webpush").post(sub["endpoint"], content=body, headers={
             "TTL": str(m.ttl_s), "Content-Encoding": "aes128gcm", "Urgency": "normal",
             "Content-Type": "application/octet-stream",

@@ -1,7 +1,13 @@
 """A fake FCM HTTP v1 endpoint with its OAuth token endpoint.
 
 - ``POST /token``: the service-account JWT-bearer grant (RFC 7523), the assertion verified with
-  the account's public key, answered with an access token;
+  the account's public key, and the refresh-token grant of an ``authorized_user`` file (what
+  Application Default Credentials read from ``GOOGLE_APPLICATION_CREDENTIALS``), answered with an
+  access token. google-auth signs the assertion with Google's token endpoint as its audience
+  whatever the file's ``token_uri`` (where it posts it), so either audience is accepted;
+- the metadata server's token endpoints (``GCE_METADATA_HOST`` / ``GCE_METADATA_IP`` pointed here):
+  ``/`` answers the ``Metadata-Flavor: Google`` ping, ``/computeMetadata/v1/...`` the project id,
+  the default service account and its access token;
 - ``POST /v1/projects/{project}/messages:send``: the bearer checked, the message checked against
   the v1 schema, answered with FCM's own error bodies
   (https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode).
@@ -38,6 +44,19 @@ ERRORS: dict[str, tuple[int, str, str]] = {
 TOP_LEVEL = {"token", "topic", "condition", "fid", "name", "data", "notification", "android", "webpush",
              "apns", "fcm_options"}
 TARGETS = ("token", "topic", "condition", "fid")
+GOOGLE_TOKEN_ENDPOINT = "https://oauth2.googleapis.com/token"
+SCOPES = ("https://www.googleapis.com/auth/firebase.messaging", "https://www.googleapis.com/auth/cloud-platform")
+# The fake's one authorized_user (an ADC file as `gcloud auth application-default login` writes it).
+# Workload identity federation (an ADC `external_account` file): the subject token the fake's STS accepts.
+SUBJECT_TOKEN = "fake-workload-identity-jwt"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+AUTHORIZED_USER = {"type": "authorized_user", "client_id": "herald-fake.apps.googleusercontent.com",
+                   "client_secret": "fake-client-secret", "refresh_token": "1//fake-refresh-token"}
+ANDROID_NOTIFICATION = {"title", "body", "icon", "color", "sound", "tag", "click_action", "channel_id",
+                        "ticker", "sticky", "notification_priority", "default_sound", "default_vibrate_timings",
+                        "visibility", "notification_count", "image"}
+NOTIFICATION_PRIORITIES = {"PRIORITY_UNSPECIFIED", "PRIORITY_MIN", "PRIORITY_LOW", "PRIORITY_DEFAULT",
+                           "PRIORITY_HIGH", "PRIORITY_MAX"}
 
 
 def error(status: int, rpc_status: str, message: str, details: list[dict[str, Any]] | None = None,
@@ -82,6 +101,11 @@ def check_schema(message: Any) -> web.Response | None:
     android = message.get("android", {})
     if android.get("priority", "NORMAL") not in ("NORMAL", "HIGH"):
         return invalid("message.android.priority", "priority must be NORMAL or HIGH")
+    android_notification = android.get("notification", {})
+    if not isinstance(android_notification, dict) or set(android_notification) - ANDROID_NOTIFICATION:
+        return invalid("message.android.notification", "unknown android notification field")
+    if android_notification.get("notification_priority", "PRIORITY_UNSPECIFIED") not in NOTIFICATION_PRIORITIES:
+        return invalid("message.android.notification.notification_priority", "invalid enum value")
     ttl = android.get("ttl", "0s")
     if not (isinstance(ttl, str) and ttl.endswith("s") and ttl[:-1].replace(".", "", 1).isdigit()):
         return invalid("message.android.ttl", "Illegal duration format")
@@ -102,30 +126,82 @@ class FakeFcm:
         self.access_tokens: dict[str, float] = {}
         self.token_lifetime_s = 3600
         self.tokens_issued = 0
+        self.grants: list[str] = []  # how each access token was obtained: jwt-bearer, refresh_token, metadata
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/token", self.token)
         app.router.add_post("/v1/projects/{project}/messages:send", self.send)
+        app.router.add_get("/", self.metadata_ping)
+        app.router.add_get("/computeMetadata/v1/{path:.*}", self.metadata)
         return app
+
+    def authorized_user(self) -> dict[str, str]:
+        """The contents of an ADC ``authorized_user`` file whose token_uri is this fake."""
+        return {**AUTHORIZED_USER, "token_uri": self.token_uri}
+
+    def external_account(self, subject_token_file: str) -> dict[str, Any]:
+        """The contents of an ADC ``external_account`` file (workload identity federation, a file-sourced
+        subject token) whose STS token_url is this fake. The audience names no project number, so
+        google-auth asks no resource manager for the project: HERALD_FCM_PROJECT_ID names it."""
+        return {"type": "external_account",
+                "audience": "//iam.googleapis.com/locations/global/workloadIdentityPools/herald/providers/fake",
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "token_url": self.token_uri,
+                "credential_source": {"file": subject_token_file}}
+
+    def _issue(self, grant: str) -> dict[str, Any]:
+        access = "ya29.fake-" + secrets.token_urlsafe(24)
+        self.access_tokens[access] = time.time() + self.token_lifetime_s
+        self.tokens_issued += 1
+        self.grants.append(grant)
+        return {"access_token": access, "expires_in": self.token_lifetime_s, "token_type": "Bearer"}
 
     async def token(self, request: web.Request) -> web.Response:
         form = await request.post()
+        if form.get("grant_type") == TOKEN_EXCHANGE:  # RFC 8693, as Google's STS answers it
+            if form.get("subject_token") != SUBJECT_TOKEN:
+                return web.json_response({"error": "invalid_grant", "error_description": "bad subject token"},
+                                         status=400)
+            return web.json_response({**self._issue("token-exchange"),
+                                      "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"})
+        if form.get("grant_type") == "refresh_token":
+            if any(form.get(k) != AUTHORIZED_USER[k] for k in ("client_id", "client_secret", "refresh_token")):
+                return web.json_response({"error": "invalid_grant", "error_description": "Bad Request"},
+                                         status=400)
+            return web.json_response(self._issue("refresh_token"))
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         try:
             claims = jwt.decode(str(form.get("assertion", "")), self.public_key, algorithms=["RS256"],
-                                audience=self.token_uri, options={"require": ["iss", "aud", "iat", "exp"]})
+                                audience=[self.token_uri, GOOGLE_TOKEN_ENDPOINT],
+                                options={"require": ["iss", "aud", "iat", "exp"]})
         except jwt.PyJWTError as exc:
             return web.json_response({"error": "invalid_grant", "error_description": str(exc)}, status=400)
-        if claims["iss"] != self.client_email or "firebase.messaging" not in claims.get("scope", ""):
+        scopes = str(claims.get("scope", "")).split()
+        if claims["iss"] != self.client_email or not any(scope in scopes for scope in SCOPES):
             return web.json_response({"error": "invalid_grant", "error_description": "Invalid JWT Signature."},
                                      status=400)
-        access = "ya29.fake-" + secrets.token_urlsafe(24)
-        self.access_tokens[access] = time.time() + self.token_lifetime_s
-        self.tokens_issued += 1
-        return web.json_response({"access_token": access, "expires_in": self.token_lifetime_s,
-                                  "token_type": "Bearer"})
+        return web.json_response(self._issue("jwt-bearer"))
+
+    async def metadata_ping(self, request: web.Request) -> web.Response:
+        if request.headers.get("Metadata-Flavor") != "Google":
+            return web.Response(status=403)
+        return web.Response(text="computeMetadata/\n", headers={"Metadata-Flavor": "Google"})
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        flavor = {"Metadata-Flavor": "Google"}
+        if request.headers.get("Metadata-Flavor") != "Google":
+            return web.Response(status=403, text="Missing Metadata-Flavor:Google header.")
+        path = request.match_info["path"].rstrip("/")
+        if path == "project/project-id":
+            return web.Response(text=self.project_id, headers=flavor)
+        if path in ("instance/service-accounts/default", f"instance/service-accounts/{self.client_email}"):
+            return web.json_response({"aliases": ["default"], "email": self.client_email, "scopes": list(SCOPES)},
+                                     headers=flavor)
+        if path in ("instance/service-accounts/default/token",
+                    f"instance/service-accounts/{self.client_email}/token"):
+            return web.json_response(self._issue("metadata"), headers=flavor)
+        return web.Response(status=404, text="not found", headers=flavor)
 
     async def send(self, request: web.Request) -> web.Response:
         p = self.provider

@@ -56,6 +56,43 @@ def test_a_success_is_headers_only_with_the_documented_headers(fakes: FakeProvid
     assert seen["alert"] == {"title": "[prod] SLA breached: edi-inbound", "body": "lag 40 (threshold 15)"}
 
 
+def test_a_flow_failed_page_sounds_and_a_business_event_does_not(fakes: FakeProviders, apns: ApnsChannel) -> None:
+    # given a flow.failed page (severity error) and a business event (info) with no dedup key
+    business = Message(Target(2, 2, "b" * 64, "token", "com.example.admin", "production", 1),
+                       Payload("[prod] order submitted: PO-1", "ACME", "herald://events/3", {"id": "3"}),
+                       "info", "herald-n3", 600)
+    # when herald sends both
+    assert {r.outcome for r in apns.send([message("a" * 64, severity="error"), business])} == {"sent"}
+    seen = {s["token"]: s for s in fakes.providers["apns"].seen}
+    page, quiet = seen["a" * 64], seen["b" * 64]
+    # then the page sounds, is time-sensitive and goes at priority 10
+    assert page["payload"]["aps"]["sound"] == "default"
+    assert page["payload"]["aps"]["interruption-level"] == "time-sensitive" and page["priority"] == "10"
+    # and the business event is silent, at the default level and priority 5, yet still collapses
+    assert "sound" not in quiet["payload"]["aps"] and "interruption-level" not in quiet["payload"]["aps"]
+    assert quiet["priority"] == "5" and quiet["collapse_id"] == "herald-n3"
+
+
+def test_a_critical_page_is_a_critical_alert_only_with_the_entitlement(fakes: FakeProviders, apns: ApnsChannel,
+                                                                       clean: None) -> None:
+    # without HERALD_APNS_CRITICAL_ALERTS a critical page is time-sensitive (iOS would refuse to play it as critical)
+    assert apns.send([message("c" * 64, severity="critical")])[0].outcome == "sent"
+    [plain] = fakes.providers["apns"].seen
+    assert plain["payload"]["aps"]["interruption-level"] == "time-sensitive"
+    # with it, the critical level and the critical sound dictionary
+    with herald_env({**fakes.env(), "HERALD_APNS_CRITICAL_ALERTS": "true"}):
+        entitled = ApnsChannel()
+        try:
+            assert entitled.send([message("d" * 64, severity="critical"),
+                                  message("e" * 64, delivery_id=2, severity="error")])[0].outcome == "sent"
+        finally:
+            entitled.close()
+    seen = {s["token"]: s["payload"]["aps"] for s in fakes.providers["apns"].seen}
+    assert seen["d" * 64]["interruption-level"] == "critical"
+    assert seen["d" * 64]["sound"] == {"critical": 1, "name": "default", "volume": 1.0}
+    assert seen["e" * 64]["interruption-level"] == "time-sensitive" and seen["e" * 64]["sound"] == "default"
+
+
 def test_unregistered_prunes_unless_the_token_was_registered_after_the_timestamp(fakes: FakeProviders,
                                                                                  apns: ApnsChannel) -> None:
     fakes.providers["apns"].switches.dead_tokens.update({"old", "renewed"})

@@ -47,10 +47,39 @@ def test_the_browser_decrypts_the_notification_and_headers_follow_the_rfcs(fakes
     assert result.outcome == "sent" and result.provider_status == "201"
     seen = list(fakes.providers["webpush"].seen)[-1]
     assert json.loads(seen["text"]) == {"title": "[prod] order submitted: PO-1", "body": "Order PO-1 from ACME",
-                                        "link": "herald://events/3", "data": {"event_id": "3"}}
+                                        "link": "herald://events/3", "data": {"event_id": "3"},
+                                        "requireInteraction": True}
     assert seen["ttl"] == "7200"  # never 0: an offline device still gets it
     assert seen["urgency"] == "high"
     assert seen["topic"] and len(seen["topic"]) <= 32
+
+
+def test_a_flow_failed_page_stays_on_screen_and_a_business_event_does_not(fakes: FakeProviders,
+                                                                          webpush: WebPushChannel) -> None:
+    # given a flow.failed page (severity error) and a business event (info) with no dedup key
+    page_sub, business_sub = fakes.webpush.subscribe(), fakes.webpush.subscribe()
+    business = Message(Target(2, 2, json.dumps(business_sub), "subscription", "portal", "production", 1),
+                       Payload("[prod] order submitted: PO-2", "ACME", "herald://events/4", {"event_id": "4"}),
+                       "info", "herald-n4", 3600)
+    # when herald sends both
+    assert {r.outcome for r in webpush.send([message(page_sub, severity="error"), business])} == {"sent"}
+    seen = {s["token"]: s for s in fakes.providers["webpush"].seen}
+    page, quiet = seen[fakes.webpush.endpoint_token(page_sub)], seen[fakes.webpush.endpoint_token(business_sub)]
+    # then the page is urgent and asks the service worker to keep it until acted on
+    assert page["urgency"] == "high" and json.loads(page["text"])["requireInteraction"] is True
+    # and the business event is normal, goes away as usual, and still carries its Topic
+    assert quiet["urgency"] == "normal" and "requireInteraction" not in json.loads(quiet["text"])
+    assert quiet["topic"] == webpush_module.topic("herald-n4") and page["topic"] == webpush_module.topic(
+        "orders.eu:PO-1")
+
+
+def test_pywebpush_refuses_a_subscription_without_an_auth_secret(fakes: FakeProviders,
+                                                                 webpush: WebPushChannel) -> None:
+    sub = fakes.webpush.subscribe()
+    del sub["keys"]["auth"]  # type: ignore[attr-defined]
+    [result] = webpush.send([message(sub)])
+    assert result.outcome == "invalid_token" and "auth" in (result.reason or "")
+    assert not list(fakes.providers["webpush"].seen)
 
 
 # status forced by the push service -> herald's outcome

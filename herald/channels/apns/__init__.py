@@ -36,6 +36,9 @@ class ApnsSettings(ChannelSettings):
     ca_file: Path | None = None  # extra CA to trust (the local fake's); None = system CAs
     jwt_refresh_s: float = 1800.0  # Apple: refresh every 20 to 60 minutes, never per request
     connections: int = 2  # HTTP/2 connections per host and process
+    # True only when the app holds Apple's Critical Alerts entitlement: a critical page then plays through the
+    # mute switch and Do Not Disturb (interruption-level "critical"); otherwise pages are "time-sensitive".
+    critical_alerts: bool = False
 
 
 # Apple's reason strings, by documented status (the table in the second link above).

@@ -10,6 +10,18 @@ https://developer.apple.com/documentation/usernotifications/handling-notificatio
 - Persistent HTTP/2 connections per host (sandbox and production differ) through
   :mod:`herald.channels.h2client`, which resends streams a GOAWAY left unprocessed.
 - The hosts are settings, so the local fake (or a proxy) can stand in.
+- A page (severity critical or error) is heard: ``aps.sound`` "default", ``interruption-level``
+  "time-sensitive" (shown at once, through a Focus that allows time-sensitive notifications) and
+  apns-priority 10. ``interruption-level`` "critical" with the critical-alert sound dictionary
+  (it plays through the mute switch and Do Not Disturb) only for severity critical, and only when
+  ``HERALD_APNS_CRITICAL_ALERTS`` says the app holds Apple's Critical Alerts entitlement (without it
+  iOS would not play it as critical). The keys:
+  https://developer.apple.com/documentation/usernotifications/generating-a-remote-notification
+  (Table 1: ``sound``, ``interruption-level``; the sound dictionary ``critical``, ``name``, ``volume``),
+  https://developer.apple.com/documentation/usernotifications/unnotificationinterruptionlevel
+  (critical "requires an approved entitlement"). Every other notification: no sound, level active.
+- Every notification carries ``apns-collapse-id`` (herald/payload.py ``collapse_key``): a resend
+  replaces the first copy on the phone rather than showing a second.
 """
 
 from __future__ import annotations
@@ -43,6 +55,8 @@ FREEZE_AFTER_TOO_MANY_UPDATES_S = 20 * 60
 MIN_FORCED_REFRESH_S = 1.0  # never regenerate twice within a second, however many 403s arrive
 
 PRIORITY = {"info": "5", "warning": "5", "error": "10", "critical": "10"}
+PAGES = ("critical", "error")  # the severities that page a person: heard, through Focus where allowed
+CRITICAL_SOUND = {"critical": 1, "name": "default", "volume": 1.0}
 
 
 def classify(status: int, reason: str | None) -> tuple[str, Rule]:
@@ -52,15 +66,24 @@ def classify(status: int, reason: str | None) -> tuple[str, Rule]:
     return key, ERRORS[key]
 
 
-def encode(message: Message) -> bytes:
+def sound(severity: str, *, critical_alerts: bool = False) -> dict[str, object]:
+    """The aps keys that make a page heard: none for a notification that is not a page."""
+    if severity not in PAGES:
+        return {}
+    if severity == "critical" and critical_alerts:
+        return {"sound": dict(CRITICAL_SOUND), "interruption-level": "critical"}
+    return {"sound": "default", "interruption-level": "time-sensitive"}
+
+
+def encode(message: Message, *, critical_alerts: bool = False) -> bytes:
     payload = message.payload
+    loud = sound(message.severity, critical_alerts=critical_alerts)
 
     def build(title: str, body: str) -> bytes:
         aps: dict[str, object] = {"alert": {"title": title, "body": body}}
         if message.thread_key:
             aps["thread-id"] = message.thread_key[:64]
-        if message.severity == "critical":
-            aps["sound"] = "default"
+        aps.update(loud)
         extra: dict[str, object] = {}
         if payload.actions:
             # The app registers a UNNotificationCategory per category with these actions; the tapped
@@ -125,6 +148,7 @@ class ApnsChannel(ProviderChannel):
                                    settings.team_id, settings.jwt_refresh_s)
         self.urls = {"production": settings.production_url, "sandbox": settings.sandbox_url}
         self.topics = settings.topics
+        self.critical_alerts = settings.critical_alerts
         self.ca_file = settings.ca_file
         self.size = settings.connections
         self.timeout_s = get_settings().channel_timeout_s
@@ -180,7 +204,7 @@ class ApnsChannel(ProviderChannel):
         did = target.delivery_id
         started = time.perf_counter()
         try:
-            body = encode(message)
+            body = encode(message, critical_alerts=self.critical_alerts)
         except PayloadTooLarge as exc:
             return Result(did, "permanent", None, str(exc)), None
         topic = apns_topic(target.app, self.topics)

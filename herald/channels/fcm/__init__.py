@@ -1,6 +1,7 @@
 """FCM (Firebase Cloud Messaging, HTTP v1): the channel's spec. The sender is in ``provider.py``.
 
 Settings ``HERALD_FCM_*``; a device holds a registration token or a Firebase installation id (FID).
+Credentials: a service-account file, or with none Application Default Credentials (provider.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from herald.errors import InvalidDevice
 # base64url characters whose first is c, d, e or f (https://firebase.google.com/docs/projects/manage-installations).
 FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{1,1024}")
 FCM_FID = re.compile(r"[cdef][A-Za-z0-9_\-]{21}")
+# The Android notification channel a page is posted in: the app creates it with high importance (docs/actions.md).
+PAGE_CHANNEL = "herald_pages"
 
 
 class FcmSettings(ChannelSettings):
@@ -31,6 +34,10 @@ class FcmSettings(ChannelSettings):
     url: str = "https://fcm.googleapis.com"
     credentials_file: Path | None = None  # service-account JSON (default for every app)
     app_credentials: dict[str, Path] = Field(default_factory=dict)  # app -> file, JSON in env
+    # Neither file set: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, the
+    # metadata server). The project: this, else the credential's own (a service-account file names it).
+    project_id: str = ""
+    page_channel: str = PAGE_CHANNEL  # Android notification channel id for pages (critical, error)
 
 
 # https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode

@@ -1,16 +1,19 @@
 """Web Push: RFC 8030 delivery, RFC 8291 aes128gcm encryption, RFC 8292 VAPID.
 
-The device row holds the browser's subscription JSON (endpoint, keys.p256dh, keys.auth). The
-body is encrypted per message (a fresh sender key and salt, http_ece, the library pywebpush
-itself uses); the VAPID token is signed once per push-service origin and reused until near its
-expiry (signing is a third of the per-message CPU otherwise). It is posted through one aiohttp
-session per process, the transport measured cheapest here, rather than pywebpush's own, which
-re-signs VAPID on every call.
+The device row holds the browser's subscription JSON (endpoint, keys.p256dh, keys.auth).
+pywebpush's ``WebPusher`` checks the subscription and encrypts the body per message (a fresh
+sender key and salt); py_vapid holds the VAPID key and signs, once per push-service origin, a token
+reused until near its expiry (herald/channels/vapid.py: signing is a third of the per-message CPU
+otherwise). It is posted through one aiohttp session per process, the transport measured cheapest
+here, rather than pywebpush's own ``webpush()``, which signs VAPID again on every call.
 
 - TTL is always set (RFC 8030 section 5.2): pywebpush's default of 0 drops a message for a
   device that is offline at that instant.
-- Urgency from severity (section 5.3), Topic from the dedup key (section 5.4: a newer message
-  with the same topic replaces an undelivered older one; at most 32 URL-safe base64 characters).
+- Urgency from severity (section 5.3: a page is ``high``, delivered even to a device saving
+  battery), Topic from the collapse key (section 5.4: a newer message with the same topic replaces
+  an undelivered older one; at most 32 URL-safe base64 characters), on every notification.
+- A page's clear text asks the service worker for ``requireInteraction: true`` (the Notifications
+  API option: the notification stays on screen until the person acts on it or dismisses it).
 - The endpoint is a URL someone else chose: before each POST it is checked again as at
   registration (herald/devices.py: https, no loopback, private or link-local address), and every
   address its host name resolves to is checked by the connector's resolver, the very addresses
@@ -43,6 +46,7 @@ from herald.payload import PayloadTooLarge, fit
 MAX_CLEARTEXT_BYTES = 3993
 
 URGENCY = {"info": "normal", "warning": "normal", "error": "high", "critical": "high"}
+PAGES = ("critical", "error")
 
 
 def classify(status: int) -> tuple[str, Rule]:
@@ -61,6 +65,8 @@ def cleartext(message: Message) -> bytes:
     ``tokens`` when the notification can be answered (docs/actions.md)."""
     payload = message.payload
     extra: dict[str, object] = {}
+    if message.severity in PAGES:
+        extra["requireInteraction"] = True  # showNotification(title, {requireInteraction}): stays until acted on
     if payload.url:
         extra["url"] = payload.url
     if payload.actions:
@@ -77,7 +83,7 @@ def cleartext(message: Message) -> bytes:
 
 def subscription(token: str) -> dict[str, Any]:
     info = json.loads(token)
-    if not isinstance(info, dict) or "endpoint" not in info or "p256dh" not in info.get("keys", {}):
+    if not isinstance(info, dict) or not isinstance(info.get("endpoint"), str):
         raise ValueError("not a Web Push subscription (endpoint, keys.p256dh, keys.auth)")
     return info
 
@@ -132,7 +138,7 @@ class WebPushChannel(HttpChannel):
         try:
             sub = subscription(message.target.token)
             devices.check_endpoint(sub["endpoint"], allow_loopback=self.allow_loopback)
-            body = vapid.encrypt(cleartext(message), sub["keys"]["p256dh"], sub["keys"]["auth"])
+            body = vapid.encrypt(cleartext(message), sub)  # pywebpush checks the keys and encrypts
         except PayloadTooLarge as exc:
             return Result(did, "permanent", None, str(exc)), None
         except InvalidDevice as exc:  # stored before herald checked endpoints, or the setting changed

@@ -35,6 +35,8 @@ DOCS: dict[str, str] = {
     "stall_deadline_s": "work pending or in flight longer than this is re-enqueued by the recovery sweep",
     "escalate_after_s": "an open, unacknowledged incident escalates one level this often",
     "escalation_max_level": "highest escalation level (0: no escalation)",
+    "escalation_audit_interval_s": "period of the escalation auditor (an open incident's overdue chain step runs)",
+    "escalation_audit_grace_s": "how late past its due time a chain step must be before the auditor runs it",
     "recover_interval_s": "period of the recovery sweep",
     "heartbeat_interval_s": "how often each worker process records its heartbeat (`herald status` lists pools)",
     "heartbeat_timeout_s": "a worker with no heartbeat this recent is not live; a pool with no live worker is down",

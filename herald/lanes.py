@@ -48,6 +48,7 @@ TASK_ROUTES: dict[str, str] = {
     "herald.sweep.due": "sweeps",
     "herald.sweep.approvals": "sweeps",
     "herald.sweep.purge": "sweeps",
+    "herald.sweep.escalations": "sweeps",
     # write-back webhooks (herald/writeback.py): their own pool, so a slow receiver never holds a sweep
     "herald.writeback.deliver": "writeback",
     "herald.sweep.writeback": "writeback",

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     stall_deadline_s: float = 120.0
     escalate_after_s: float = 900.0  # an open, unacknowledged incident escalates this often
     escalation_max_level: int = 3
+    # The escalation auditor (schedules/escalations.py): how often it looks for an open incident whose next chain
+    # step is overdue, and how late past its due time a step must be before the auditor runs it itself.
+    escalation_audit_interval_s: float = 60.0
+    escalation_audit_grace_s: float = 60.0
     recover_interval_s: float = 30.0
     heartbeat_interval_s: float = 10.0  # each worker records that it is alive this often (herald status)
     heartbeat_timeout_s: float = 35.0  # a pool with no heartbeat this recent is down

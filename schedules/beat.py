@@ -50,6 +50,8 @@ def entries() -> list[Entry]:
         Entry("scan-backlog", "backlog", "herald.sweep.backlog", settings.backlog_interval_s),
         # Timed work (escalation steps...) due now, claimed with SKIP LOCKED.
         Entry("tick-due-work", "due", "herald.sweep.due", settings.due_tick_interval_s),
+        # The escalation auditor: an open incident's chain step overdue (its timed work lost or not run) runs now.
+        Entry("audit-escalations", "escalations", "herald.sweep.escalations", settings.escalation_audit_interval_s),
         # Approvals past their expiry, undecided: closed (fail closed), written back, the requester told.
         Entry("close-expired-approvals", "approvals", "herald.sweep.approvals", settings.due_tick_interval_s),
         # Old events, attempts, audit rows and plumbing past their retention.

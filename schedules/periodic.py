@@ -16,6 +16,7 @@ from herald.taskbase import HeraldTask
 from schedules.approvals import sweep_approvals
 from schedules.backlog import scan_backlog
 from schedules.due import tick_recorded
+from schedules.escalations import sweep_escalations
 from schedules.expiry import sweep_credentials
 from schedules.purge import purge
 from schedules.recover import recover_stalled
@@ -48,6 +49,11 @@ def scan_backlog_task() -> dict[str, Any] | None:
 @app.task(base=HeraldTask, name="herald.sweep.due")
 def tick_due_work() -> dict[str, Any]:
     return tick_recorded()
+
+
+@app.task(base=HeraldTask, name="herald.sweep.escalations")
+def sweep_escalations_task() -> dict[str, Any] | None:
+    return sweep_escalations(min_gap_s=get_settings().escalation_audit_interval_s / 2)
 
 
 @app.task(base=HeraldTask, name="herald.sweep.approvals")

@@ -16,6 +16,12 @@ class HeraldCelery(Celery):
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, countdown: float | None = None,
                   eta: Any = None, **options: Any) -> Any:
+        # An ingest task's argument is a whole event: Flower and the logs show its id and type only (the outbox
+        # says so itself; this covers a retry, a dead letter's replay, Flower's own "apply").
+        if name == "herald.ingest" and "argsrepr" not in options:
+            from herald.outbox import ingest_argsrepr
+
+            options.update(argsrepr=ingest_argsrepr(args or []), kwargsrepr="{}")
         # On quorum queues Celery delays a task through native delayed delivery, which takes whole seconds:
         # celery/app/base.py sends int(countdown), and kombu's calculate_routing_key raises ValueError for 0, so a
         # retry drawn below one second (full jitter) would fail

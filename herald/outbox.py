@@ -37,6 +37,22 @@ def _due(grace_s: float) -> ColumnElement[bool]:
     return or_(*steps)
 
 
+INGEST_TASK = "herald.ingest"
+
+
+def ingest_argsrepr(args: Any) -> str:
+    """What Flower, ``celery events`` and the worker's "received" log show of an ingest task's arguments: the
+    event's id and type, never its body (``data`` may hold what only its recipients may read).
+
+    Celery puts ``argsrepr`` in the message headers (protocol 2) and in the task-sent and task-received events
+    in place of ``repr(args)`` (https://docs.celeryq.dev/en/stable/internals/protocol.html#version-2).
+    """
+    envelopes = args if isinstance(args, list | tuple) else [args]
+    shown = [{"id": str(e.get("id")), "type": str(e.get("type"))[:128]} if isinstance(e, dict)
+             else f"<{type(e).__name__}>" for e in envelopes]
+    return repr(shown)
+
+
 def send_envelope(envelope: dict[str, Any]) -> None:
     """Send one validated event to the ingest queue; return once the broker has it.
 
@@ -49,7 +65,7 @@ def send_envelope(envelope: dict[str, Any]) -> None:
     settings = get_settings()
     try:
         app.send_task(
-            "herald.ingest", args=[envelope], retry=True,
+            INGEST_TASK, args=[envelope], argsrepr=ingest_argsrepr([envelope]), kwargsrepr="{}", retry=True,
             retry_policy={"max_retries": settings.publish_max_retries, "interval_start": 0.2,
                           "interval_step": 0.5, "interval_max": 2.0},
         )

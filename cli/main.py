@@ -20,6 +20,7 @@ from cli.channels import devices_app, fakes_app, vapid_app
 from cli.credentials import credentials_app
 from cli.deadletters import deadletters_app
 from cli.directory import directory_app
+from cli.incidents import incidents_app
 from cli.keys import keys_app
 from cli.metrics import metrics_app
 from cli.output import EXIT_UNAVAILABLE, err
@@ -41,6 +42,7 @@ app.command("api")(api)
 app.command("publish")(events.publish)
 app.add_typer(events.events_app, name="events")
 app.add_typer(directory_app, name="directory")
+app.add_typer(incidents_app, name="incidents")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(sweeps.sweep_app, name="sweep")
 app.add_typer(credentials_app, name="credentials")

@@ -390,3 +390,35 @@ def rerun_overdue(s: Session, incident_id: int, now: datetime, grace: timedelta)
     log.warning("incident %s: chain step %s overdue since %s (timed work %s): re-run", incident.id, step,
                 incident.next_escalation_at, state)
     return run_step(s, incident.id, token, step, now=now, by="herald/sweep.escalations")
+
+
+# --- reading (herald incidents list|show) ---------------------------------------------------------
+
+def step_label(step: dict[str, Any]) -> str:
+    """A step in a few words: ``notify on_call:support-primary (high)``, ``wait 5 min``."""
+    if "wait_min" in step:
+        return f"wait {float(step['wait_min']):g} min"
+    target = step.get("notify", {})
+    parts = [f"{k}:{','.join(v) if isinstance(v, list) else v}" for k, v in target.items()]
+    return f"notify {' '.join(parts)} ({step.get('importance', 'normal')})"
+
+
+def chain_view(incident: Incident) -> dict[str, Any] | None:
+    """The incident's chain as `herald incidents show` prints it; None without a chain."""
+    chain = incident.chain
+    if chain is None:
+        return None
+    n, total = len(chain["steps"]), total_steps(chain)
+    running = incident.status in OPEN and incident.chain_token is not None and incident.chain_step < total
+    current = position(chain, incident.chain_step) if incident.chain_step < total else None
+    return {"policy": chain.get("policy"), "repeat": chain.get("repeat", 0), "snapshot_at": chain.get("snapshot_at"),
+            "steps": [{"index": i, "step": step_label(step), **step} for i, step in enumerate(chain["steps"])],
+            "next": ({"step": current[0], "round": current[1], "label": step_label(chain["steps"][current[0]]),
+                      "due_at": incident.next_escalation_at} if running and current else None),
+            "state": "running" if running else ("ended" if incident.chain_step >= total else "stopped"),
+            "rounds": int(chain.get("repeat", 0)) + 1, "steps_per_round": n}
+
+
+def pages_of(s: Session, incident_id: int) -> list[IncidentPage]:
+    return list(s.scalars(select(IncidentPage).where(IncidentPage.incident_id == incident_id)
+                          .order_by(IncidentPage.paged_at, IncidentPage.id)))

@@ -85,3 +85,6 @@ imports = ("workers.ingest", "workers.enrich", "workers.resolve", "workers.deliv
 # The schedule table, by name: only a process that runs beat (`herald beat`, `herald worker --beat`,
 # `celery -A herald.app beat`) loads it, so publishing never imports the schedules package.
 beat_scheduler = "schedules.beat:Scheduler"
+# Beat answers `celery inspect ping -d celerybeat@HOST` while its scheduler ticks (and falls silent once it stops
+# ticking): compose's beat healthcheck. The embedded SQLite transport has no broadcast to answer on.
+beat_enable_remote_control = not broker_url.startswith("sqla+")

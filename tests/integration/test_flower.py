@@ -76,9 +76,11 @@ def test_the_task_events_of_an_ingest_show_the_event_id_never_its_data(
     direct = app.send_task("herald.ingest", args=[other.to_json()])
     wait_until(lambda: event_status(event_id) and event_status(other.id), message="both events ingested")
     ingests = {h["id"]: h for h in sent_headers.values() if h["task"] == "herald.ingest"}
-    for task_id in ingests:
-        wait_until(lambda t=task_id: events.of("task-received", t) and events.of("task-succeeded", t),
-                   message="the task's received and succeeded events")
+
+    def all_ran() -> bool:
+        return all(events.of("task-received", t) and events.of("task-succeeded", t) for t in ingests)
+
+    wait_until(all_ran, message="each task's received and succeeded events")
     # then each message's argsrepr names its event by id and type only ...
     shown = {task_id: h["argsrepr"] for task_id, h in ingests.items()}
     assert repr([{"id": str(event_id), "type": "flow.failed"}]) in shown.values()

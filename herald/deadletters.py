@@ -20,11 +20,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from herald import db
-from herald.models import DeadLetter, Delivery, utcnow
+from herald.models import DeadLetter, Delivery, EventRow, UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,17 @@ def _reset_dead_targets(s: Session, delivery_ids: Iterable[int]) -> list[tuple[s
     """Put the dead targets among ``delivery_ids`` back to pending; return their (channel, batch) pairs.
 
     Only ``dead`` targets: one already ``sent`` (by an earlier replay, say) is never sent again, and
-    one ``pending`` or ``sending`` is already on its way.
+    one ``pending`` or ``sending`` is already on its way. Each gets a fresh deadline for its severity.
     """
+    from herald.events import Severity
+    from herald.taskbase import deliver_by  # herald.taskbase imports this module
+
+    now = utcnow()
+    severity = select(EventRow.severity).where(EventRow.id == Delivery.event_id).scalar_subquery()
+    by = {level.value: literal(deliver_by(level.value, now), UTCDateTime()) for level in Severity}
+    fresh = case(*((severity == level, until) for level, until in by.items()), else_=by[Severity.info.value])
     reset = s.execute(update(Delivery).where(Delivery.id.in_(list(delivery_ids)), Delivery.status == "dead")
-                      .values(status="pending", attempts=0, due_at=utcnow(), updated_at=utcnow())
+                      .values(status="pending", attempts=0, due_at=now, updated_at=now, deliver_by=fresh)
                       .returning(Delivery.channel, Delivery.batch_id)).all()
     return sorted({(channel, str(batch)) for channel, batch in reset})
 

@@ -16,6 +16,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
 
+# Pages (critical, error) ride out a provider outage of an hour and then end as dead letters while they still
+# matter; a warning is still worth its delay for a few hours, a business notification for a day.
+DELIVERY_DEADLINES_S: dict[str, float] = {"critical": 3600.0, "error": 3600.0, "warning": 14400.0,
+                                          "info": 86400.0}
+
 
 class Settings(BaseSettings):
     """Every knob herald reads; the README lists them with their defaults."""
@@ -27,15 +32,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".herald")
     # text: one line per entry (a terminal); json: one JSON object per line with the ids as fields (herald/logs.py)
     log_format: Literal["text", "json"] = "text"
-    # text: one line per entry (a terminal); json: one JSON object per line with the ids as fields (herald/logs.py)
-    log_format: Literal["text", "json"] = "text"
 
     environments: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["dev", "test", "prod"])
     max_event_bytes: int = 64 * 1024
 
     # pipeline
     batch_size: int = 500
-    max_delivery_attempts: int = 5
+    # A delivery target is retried until its deadline (by severity, below); this count is only a safety bound
+    # on top of it, and the rule for targets without a deadline (rows from before migration 0006).
+    max_delivery_attempts: int = 100
+    # Seconds a delivery target may be retried (transient failures, its host's circuit open) after its
+    # notification is written, by severity, as JSON; a severity not named keeps its default (docs/channels.md).
+    delivery_deadline_s: dict[str, float] = Field(default_factory=lambda: dict(DELIVERY_DEADLINES_S))
     # Pages (critical and error) ride their own queue and pool through every stage (herald/lanes.py); false: the
     # bulk queues, as every other event (only where no `urgent` pool runs, or to measure the lane).
     urgent_lane: bool = True
@@ -93,7 +101,7 @@ class Settings(BaseSettings):
     channel_timeout_s: float = 10.0  # one request to a provider, connect included
     channel_circuit_failures: int = 20  # consecutive "provider down" answers that open the circuit
     channel_circuit_open_s: float = 5.0  # first open period; doubles per failed probe
-    channel_circuit_max_open_s: float = 300.0
+    channel_circuit_max_open_s: float = 60.0  # also: a host back is tried again within this long
     channel_auth_alert_interval_s: float = 600.0  # at most one ops event per channel and interval
 
     # sweeps (schedules/, docs/sweeps.md): periods, thresholds and retention of the periodic scans

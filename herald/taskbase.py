@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import kombu.exceptions
@@ -34,7 +35,7 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from herald import deadletters
 from herald.lanes import RETRY_QUEUE
-from herald.settings import get_settings
+from herald.settings import DELIVERY_DEADLINES_S, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,17 @@ def backoff_s(attempt: int, *, retry_after_s: float | None = None) -> float:
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
     return min(delay, settings.retry_max_s)
+
+
+def delivery_deadline_s(severity: str) -> float:
+    """How long a delivery target of this severity may be retried (``HERALD_DELIVERY_DEADLINE_S``)."""
+    configured = get_settings().delivery_deadline_s
+    return float(configured.get(severity, DELIVERY_DEADLINES_S.get(severity, DELIVERY_DEADLINES_S["info"])))
+
+
+def deliver_by(severity: str, now: datetime) -> datetime:
+    """The deadline of a delivery target written at ``now``: ``deliveries.deliver_by``."""
+    return now + timedelta(seconds=delivery_deadline_s(severity))
 
 
 def interruption(exc: BaseException) -> BaseException | None:

@@ -4,8 +4,12 @@ The task takes a batch id, claims the batch's due targets in Postgres (``sending
 them through the channel, then records one attempt row per target and its new state in bulk:
 
 - sent: done;
-- transient: back to pending with a backoff (Retry-After honoured), re-enqueued on the
-  ``retry`` queue; after ``HERALD_MAX_DELIVERY_ATTEMPTS`` it is dead-lettered;
+- transient: back to pending with a backoff (jitter, Retry-After honoured, at most
+  ``HERALD_RETRY_MAX_S``; a host that gave no answer is tried again within
+  ``HERALD_CHANNEL_CIRCUIT_MAX_OPEN_S``), re-enqueued on the ``retry`` queue, until the target's
+  deadline (``deliveries.deliver_by``, by severity: ``HERALD_DELIVERY_DEADLINE_S``); past it, it is
+  dead-lettered with "delivery deadline passed". ``HERALD_MAX_DELIVERY_ATTEMPTS`` is a safety bound on
+  top of the deadline, and the only bound of a target without one (written before migration 0006);
 - uncertain: the request was sent and no answer came (a timeout, the connection lost after
   sending), so the provider may have delivered it: retried like transient, and every later attempt
   of that target is recorded ``resend`` with "resend after an uncertain send (attempt N)" in its
@@ -16,7 +20,11 @@ them through the channel, then records one attempt row per target and its new st
   token stays, and the channel raised an operations event;
 - invalid_token: failed, and the device is deactivated (one bulk UPDATE);
 - deferred: never sent (the provider asked to wait, or its circuit opened): pending again
-  without spending an attempt, and no attempt row since nothing was attempted.
+  without spending an attempt, and no attempt row since nothing was attempted; due again when the
+  circuit lets a probe through (never after the deadline: then dead-lettered as above).
+
+A task runs again for its batch while any target of the batch is pending: when the earliest is due,
+whichever targets it claimed (one sent early never leaves a later one to the recovery sweep).
 
 Each provider host has its own circuit breaker (APNs sandbox and production are two): while a
 host's circuit is open its targets are deferred, so an outage spends no attempts; a half-open
@@ -46,7 +54,7 @@ from sqlalchemy.orm import Session, aliased
 
 from herald import actions, channels, db, deadletters, metrics
 from herald.app import app
-from herald.channels.sender import MAX_REASON_CHARS
+from herald.channels.sender import MAX_REASON_CHARS, is_down
 from herald.channels.types import Channel, Message, Payload, Result, Target
 from herald.errors import PoisonMessage
 from herald.lanes import Lane, lane_of, queue_for
@@ -63,7 +71,7 @@ DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
 # Attempts whose copy may have reached the provider: a later copy of the target is a resend.
 UNCERTAIN = ("uncertain", "lost")
-# Outcomes retried with backoff until HERALD_MAX_DELIVERY_ATTEMPTS.
+# Outcomes retried with backoff until the target's deadline (deliveries.deliver_by).
 RETRIED = ("transient", "uncertain")
 
 # Time to live per severity: a stale "artifact deployed" is noise, a critical alert is not.
@@ -224,6 +232,31 @@ class _Rows:
     failed: list[int] = field(default_factory=list)
     moved: dict[str, list[int]] = field(default_factory=dict)
     retry_in: float | None = None
+    deadlines: dict[int, datetime | None] = field(default_factory=dict)  # deliver_by of the unsent targets
+    expired: list[int] = field(default_factory=list)  # among ``dead``: their deadline passed
+
+    def expire(self, result: Result, target: Target, row: dict[str, Any]) -> bool:
+        """Dead-letter the target when its deadline passed (or comes before its provider's Retry-After)."""
+        deliver_by = self.deadlines.get(result.delivery_id)
+        # the provider's own Retry-After (a probe's or a deferral's wait is the circuit's, never past the deadline)
+        wait = result.retry_after_s if result.outcome == "transient" and not result.probe else None
+        if deliver_by is None or self.now + timedelta(seconds=min(wait or 0.0, 86400.0 * 365)) < deliver_by:
+            return False
+        why = f"delivery deadline passed ({deliver_by:%Y-%m-%d %H:%M:%S}Z): {result.outcome}: {result.reason}"
+        row.update(status="dead", last_error=why[:MAX_REASON_CHARS])
+        self.dead.append(result.delivery_id)
+        self.expired.append(result.delivery_id)
+        return True
+
+    def due(self, result: Result, delay: float) -> datetime:
+        """When to try again: after ``delay``, but never after the deadline (the last try is at it)."""
+        due = self.now + timedelta(seconds=delay)
+        deliver_by = self.deadlines.get(result.delivery_id)
+        if deliver_by is not None and due > deliver_by:
+            due = deliver_by
+            delay = max(0.0, (deliver_by - self.now).total_seconds())
+        self.retry_after(delay)
+        return due
 
     def retry_after(self, delay: float) -> None:
         self.retry_in = delay if self.retry_in is None else min(self.retry_in, delay)
@@ -240,11 +273,11 @@ class _Rows:
 
     def give_back(self, result: Result, target: Target) -> None:
         """Pending again without spending the claim's attempt (deferred, or a failed circuit probe)."""
-        delay = result.retry_after_s or 1.0
-        self.updates.append({"id": result.delivery_id, "updated_at": self.now, "status": "pending",
-                             "due_at": self.now + timedelta(seconds=delay), "attempts": target.attempt - 1,
-                             "last_error": result.reason})
-        self.retry_after(delay)
+        row = {"id": result.delivery_id, "updated_at": self.now, "attempts": target.attempt - 1,
+               "last_error": result.reason}
+        if not self.expire(result, target, row):
+            row.update(status="pending", due_at=self.due(result, result.retry_after_s or 1.0))
+        self.updates.append(row)
 
 
 def _sort(rows: _Rows, result: Result, target: Target, max_attempts: int) -> None:
@@ -272,12 +305,17 @@ def _settled(rows: _Rows, result: Result, target: Target, max_attempts: int) -> 
     if result.outcome == "sent":
         rows.sent.append(result.delivery_id)
         row.update(status="sent", sent_at=rows.now)
+    elif result.outcome in RETRIED and rows.expire(result, target, row):
+        pass  # its deadline passed: dead, with that reason
     elif result.outcome in RETRIED and target.attempt < max_attempts:
         delay = backoff_s(target.attempt - 1, retry_after_s=result.retry_after_s)
-        row.update(status="pending", due_at=rows.now + timedelta(seconds=delay))
-        rows.retry_after(delay)
+        if is_down(result) and result.retry_after_s is None:
+            # No answer from the host: tried again at the circuit's pace, so once the host is back its
+            # targets go out within HERALD_CHANNEL_CIRCUIT_MAX_OPEN_S, not after a long backoff.
+            delay = min(delay, get_settings().channel_circuit_max_open_s)
+        row.update(status="pending", due_at=rows.due(result, delay))
     elif result.outcome in RETRIED:
-        row.update(status="dead", last_error=f"retries exhausted: {result.reason}")
+        row.update(status="dead", last_error=f"retries exhausted: {result.reason}"[:MAX_REASON_CHARS])
         rows.dead.append(result.delivery_id)
     elif result.outcome == "auth":
         row.update(status="dead", last_error=f"credentials refused: {result.reason}")
@@ -298,6 +336,11 @@ def record(messages: list[Message], results: list[Result], resends: dict[int, st
     missing = set(by_id) - {r.delivery_id for r in results}
     results = results + [Result(i, "transient", None, "channel returned no result") for i in missing]
     rows = _Rows(utcnow(), task_id, resends)
+    unsent = [r.delivery_id for r in results if r.outcome in (*RETRIED, "deferred")]
+    if unsent:
+        with db.session() as s:
+            found = s.execute(select(Delivery.id, Delivery.deliver_by).where(Delivery.id.in_(unsent)))
+            rows.deadlines = {delivery_id: deadline for delivery_id, deadline in found}
     for result in results:
         _sort(rows, result, by_id[result.delivery_id].target, max_attempts)
     with db.session() as s:
@@ -324,10 +367,15 @@ def _write(s: Session, rows: _Rows, max_attempts: int) -> None:
         s.execute(update(Device).where(Device.id.in_(rows.dead_tokens))
                   .values(active=False, deactivated_at=now, deactivated_reason="provider: invalid token"))
     # In the same transaction as the targets' `dead` state: a target is never dead without its dead letter.
-    if rows.dead:
-        deadletters.record("delivery", f"{len(rows.dead)} target(s): retries exhausted after "
+    exhausted = [i for i in rows.dead if i not in rows.expired]
+    if exhausted:
+        deadletters.record("delivery", f"{len(exhausted)} target(s): retries exhausted after "
                            f"{max_attempts} attempts",
-                           task_name=None, ref={"delivery_ids": rows.dead}, session=s)
+                           task_name=None, ref={"delivery_ids": exhausted}, session=s)
+    if rows.expired:
+        deadletters.record("delivery", f"{len(rows.expired)} target(s): delivery deadline passed before they "
+                           "could be delivered (HERALD_DELIVERY_DEADLINE_S)",
+                           task_name=None, ref={"delivery_ids": rows.expired}, session=s)
     if rows.auth:
         deadletters.record("delivery", f"{len(rows.auth)} target(s): the provider refused herald's credentials; "
                            "fix them, then replay", task_name=None, ref={"delivery_ids": rows.auth}, session=s)
@@ -359,7 +407,8 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
         return 0
     started = time.perf_counter()
     results = channel.send(messages)
-    retry_in = record(messages, results, resends, task_id)
+    record(messages, results, resends, task_id)
+    retry_in = _next_run(key)
     metrics.delivered(channel_name, results)  # herald_deliveries_total and publish-to-sent (herald/metrics.py)
     log.info("batch %s on %s: %d targets in %.0f ms", batch_id, channel_name, len(messages),
              (time.perf_counter() - started) * 1000, extra={"batch_id": batch_id, "task_id": task_id})
@@ -370,6 +419,15 @@ def deliver_batch(channel_name: str, batch_id: str, task_id: str | None) -> int:
         app.send_task(task, args=[batch_id], queue=queue_for(task, _lane(key), retry=True),
                       countdown=retry_in)
     return len(messages)
+
+
+def _next_run(batch_id: uuid.UUID) -> float | None:
+    """The countdown of the batch's next task: when its earliest pending target is due, claimed by this task
+    or not (a target not due when this one ran is not left to the recovery sweep)."""
+    with db.session() as s:
+        due = s.scalar(select(func.min(Delivery.due_at)).where(Delivery.batch_id == batch_id,
+                                                                Delivery.status == "pending"))
+    return None if due is None else max(0.0, (due - utcnow()).total_seconds())
 
 
 def _lane(batch_id: uuid.UUID) -> Lane:

@@ -21,10 +21,15 @@ demo: $(STAMP)
 
 # The test suite in its two tiers: tests/unit (no services, seconds), then tests/integration (with the benchmark
 # harness smoke test and the fault drills), which needs PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379) and,
-# for the RabbitMQ tests, RabbitMQ (127.0.0.1:5672); .ci/run starts them.
+# for the RabbitMQ tests, RabbitMQ (127.0.0.1:5672); .ci/run starts them. The fault drills (tests/integration/drills)
+# run in a second pytest process beside the rest: each process has its own database and Redis prefix, and a drill
+# breaks only the broker or proxy it started itself. Their output follows the rest's.
 test: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
-	$(VENV)/bin/pytest -q tests/integration
+	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/integration/drills > .drills.log 2>&1 & drills=$$!; \
+	$(VENV)/bin/pytest -q tests/integration --ignore=tests/integration/drills; rest=$$?; \
+	wait $$drills; status=$$?; echo "--- tests/integration/drills"; cat .drills.log; rm -f .drills.log; \
+	test $$rest -eq 0 -a $$status -eq 0
 
 # ruff, mypy (the packages, the tests, the bench harness) and the layers contract (lint-imports): all in pyproject.
 lint: $(STAMP)

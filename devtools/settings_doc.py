@@ -26,7 +26,11 @@ DOCS: dict[str, str] = {
     "environments": "the environments events may name, comma-separated",
     "max_event_bytes": "largest `data` an event may carry (JSON bytes)",
     "batch_size": "delivery targets per deliver task",
-    "max_delivery_attempts": "attempts per delivery target before it is dead-lettered",
+    "max_delivery_attempts": "safety bound on a delivery target's counted attempts inside its deadline (the deadline "
+                             "is the rule); the only bound of targets written before migration 0006",
+    "delivery_deadline_s": "JSON object: severity -> seconds a delivery target is retried (transient failures, its "
+                           "host's circuit open) before it is dead-lettered; a severity not named keeps its default "
+                           "(docs/channels.md, \"Retries: a deadline, not a count\")",
     "max_task_attempts": "attempts per task (transient errors other than an outage) before it is dead-lettered",
     "outage_deadline_s": "a task that cannot reach the database or the broker is retried with backoff for this "
                          "long after its first failure (any number of attempts) before it is dead-lettered",
@@ -68,7 +72,8 @@ DOCS: dict[str, str] = {
     "channel_timeout_s": "one request to a provider, connect included",
     "channel_circuit_failures": "consecutive 'provider down' answers that open a provider's circuit",
     "channel_circuit_open_s": "first open period of a circuit; doubles after each failed probe",
-    "channel_circuit_max_open_s": "longest open period of a circuit",
+    "channel_circuit_max_open_s": "longest open period of a circuit; also the longest wait before a host that gave "
+                                  "no answer is tried again",
     "channel_auth_alert_interval_s": "at most one auth-error operations event per channel and interval",
     "credential_sweep_interval_s": "period of the credential expiry sweep",
     "credential_thresholds_days": "JSON object: environment -> days before expiry that notify",

@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from herald import db
 from herald.models import Delivery, EventRow, Outbox, utcnow
@@ -116,27 +116,49 @@ def delivered(channel: str, results: Iterable[Result]) -> None:
     """
     try:
         metrics = _metrics()
+        outcomes: dict[str, int] = {}
         sent: list[int] = []
         for result in results:
-            metrics.deliveries.labels(channel, result.outcome).inc()
+            outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
             if result.outcome == "sent":
                 sent.append(result.delivery_id)
-        if sent:
-            for flow, severity, seconds in _latencies(sent):
-                metrics.latency.labels(flow, severity).observe(seconds)
+        # One write per outcome and per distinct latency, not per target: a multiprocess value is an mmap
+        # write under a lock (about 40 µs a target when done one by one, against a batch of 500).
+        for outcome, n in outcomes.items():
+            metrics.deliveries.labels(channel, outcome).inc(n)
+        for flow, severity, seconds, n in _latencies(sent) if sent else []:
+            observe(metrics.latency.labels(flow, severity), seconds, n)
     except Exception as exc:  # noqa: BLE001 - counted or not, the batch is recorded; say why once per batch
         log.warning("delivery metrics not recorded: %s: %s", type(exc).__name__, exc)
 
 
-def _latencies(delivery_ids: list[int]) -> list[tuple[str, str, float]]:
+def observe(histogram: Histogram, seconds: float, n: int) -> None:
+    """``n`` observations of the same value in one write per series (prometheus_client observes one at a time)."""
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None:  # not the layout this was written against: one by one
+        for _ in range(n):
+            histogram.observe(seconds)
+        return
+    total.inc(seconds * n)
+    for i, bound in enumerate(bounds):
+        if seconds <= bound:
+            buckets[i].inc(n)
+            break
+
+
+def _latencies(delivery_ids: list[int]) -> list[tuple[str, str, float, int]]:
+    """(flow, severity, seconds, targets): a batch is one event, and its targets sent together share a sent_at."""
     with db.session() as s:
         found = s.execute(
-            select(EventRow.flow, EventRow.severity, Outbox.created_at, EventRow.received_at, Delivery.sent_at)
+            select(EventRow.flow, EventRow.severity, Outbox.created_at, EventRow.received_at, Delivery.sent_at,
+                   func.count().label("n"))
             .join(Delivery, Delivery.event_id == EventRow.id)
             .outerjoin(Outbox, Outbox.id == EventRow.id)
-            .where(Delivery.id.in_(delivery_ids), Delivery.status == "sent")).all()
+            .where(Delivery.id.in_(delivery_ids), Delivery.status == "sent")
+            .group_by(EventRow.flow, EventRow.severity, Outbox.created_at, EventRow.received_at,
+                      Delivery.sent_at)).all()
     now = utcnow()
-    return [(r.flow, r.severity, _seconds(r.created_at or r.received_at, r.sent_at or now)) for r in found]
+    return [(r.flow, r.severity, _seconds(r.created_at or r.received_at, r.sent_at or now), r.n) for r in found]
 
 
 def _seconds(start: datetime, end: datetime) -> float:

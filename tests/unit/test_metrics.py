@@ -184,3 +184,23 @@ def test_a_source_that_fails_is_said_and_the_others_still_served(embedded: Path,
 @pytest.mark.parametrize(("prefix", "pattern"), [("", ""), ("t1_ab:", "t1_ab:"), ("a*b?[c]", r"a\*b\?\[c\]")])
 def test_a_key_prefix_is_matched_literally_when_circuits_are_scanned(prefix: str, pattern: str) -> None:
     assert schedules.metrics._glob(prefix) == pattern
+
+
+@pytest.mark.parametrize("seconds", [0.05, 4.0, 3600.0, 7200.0])
+def test_n_observations_at_once_equal_n_one_by_one(seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    monkeypatch.setattr(values, "ValueClass", values.MutexValue)  # in memory: two registries side by side
+    at_once, one_by_one = CollectorRegistry(), CollectorRegistry()
+    for reg in (at_once, one_by_one):
+        Histogram("h", "h", buckets=herald.metrics.LATENCY_BUCKETS_S, registry=reg)
+    herald.metrics.observe(at_once._names_to_collectors["h"], seconds, 3)  # type: ignore[arg-type]
+    for _ in range(3):
+        one_by_one._names_to_collectors["h"].observe(seconds)  # type: ignore[attr-defined]
+
+    def observed(reg: CollectorRegistry) -> Samples:
+        found = {(s.name, frozenset(s.labels.items())): s.value for f in reg.collect() for s in f.samples}
+        return {key: v for key, v in found.items() if not key[0].endswith("_created")}
+
+    assert observed(at_once) == observed(one_by_one)
+    assert observed(at_once)[("h_count", frozenset())] == 3

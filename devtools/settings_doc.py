@@ -119,7 +119,11 @@ CHANNEL_DOCS: dict[str, dict[str, str]] = {
         "rate_per_s": "FCM requests per second, across every process (default project quota: 600k/min)",
         "url": "base URL of the FCM v1 API",
         "credentials_file": "service-account JSON for every app",
-        "app_credentials": "JSON object: app -> service-account file",
+        "app_credentials": "JSON object: app -> service-account file (an app in neither: Application Default "
+                           "Credentials, e.g. workload identity or the metadata server)",
+        "project_id": "the Firebase project; empty: the credential's own (a service-account file names it)",
+        "page_channel": "Android notification channel of pages (critical, error); the app creates it with high "
+                        "importance (docs/actions.md)",
     },
     "apns": {
         "backend": "`dev` (JSON lines) or `provider` (APNs HTTP/2); `HERALD_BACKEND_APNS` also works",
@@ -134,6 +138,8 @@ CHANNEL_DOCS: dict[str, dict[str, str]] = {
         "ca_file": "an extra CA to trust for APNs (the local fake's); unset: system CAs",
         "jwt_refresh_s": "APNs provider token lifetime (Apple: 20 to 60 minutes)",
         "connections": "HTTP/2 connections per APNs host and process",
+        "critical_alerts": "true only when the app holds Apple's Critical Alerts entitlement: a critical page is "
+                           "then interruption-level critical with the critical sound (else time-sensitive)",
     },
     "webpush": {
         "backend": "`dev` (JSON lines) or `provider` (Web Push, RFC 8030/8291/8292); `HERALD_BACKEND_WEBPUSH` "
@@ -144,6 +150,20 @@ CHANNEL_DOCS: dict[str, dict[str, str]] = {
         "vapid_subject": "VAPID `sub`: a mailto: or https: URL",
         "allow_loopback": "accept Web Push endpoints on loopback addresses, http or https (local fakes only); "
                           "private, link-local and other non-global addresses are always refused",
+    },
+    "email": {
+        "backend": "`dev` (JSON lines) or `provider` (SMTP); `HERALD_BACKEND_EMAIL` also works",
+        "max_in_flight": "SMTP sessions at once (one per e-mail), across every process",
+        "rate_per_s": "e-mails per second (0: no limit)",
+        "smtp_host": "the SMTP server herald submits e-mail to",
+        "smtp_port": "its port (587 for STARTTLS, 465 for implicit TLS, 25 for a local relay)",
+        "smtp_tls": "`starttls` (upgrade after EHLO), `tls` (implicit TLS) or `none` (a relay on this machine)",
+        "smtp_username": "SMTP AUTH user; empty: no AUTH (with `SMTP_PASSWORD_FILE`)",
+        "smtp_password_file": "a file whose first line is the SMTP password (never the password itself in the "
+                              "environment)",
+        "smtp_ca_file": "an extra CA to trust for the SMTP server; unset: system CAs",
+        "smtp_timeout_s": "each SMTP command, connect included; unset: `HERALD_CHANNEL_TIMEOUT_S`",
+        "from_address": "the From address of herald's e-mail",
     },
 }
 

@@ -167,6 +167,8 @@ def _types() -> dict[str, EventType]:
         ("ops.sla_breached_cleared", Flow.operations, OperationsData, Severity.info, "SLA breach cleared"),
         ("ops.dead_letters", Flow.operations, OperationsData, Severity.error, "work stopped in dead letters"),
         ("ops.dead_letters_cleared", Flow.operations, OperationsData, Severity.info, "no dead letter open"),
+        # herald's own: a page reached nobody (herald/unreached.py); no "cleared": each one is its own alert
+        ("ops.page_unreached", Flow.operations, OperationsData, Severity.error, "page reached nobody"),
         ("response.acknowledged", Flow.response, ResponseData, Severity.info, "acknowledged"),
         ("response.resolved", Flow.response, ResponseData, Severity.info, "resolved"),
         ("response.follow_up_requested", Flow.response, ResponseData, Severity.info,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from devtools.fakes import keys as fake_keys
 from devtools.fakes.apns import FakeApns
 from devtools.fakes.fcm import FakeFcm
+from devtools.fakes.smtp import FakeSmtp
 from devtools.fakes.webpush import FakeWebPush
 
 if TYPE_CHECKING:
@@ -48,8 +49,15 @@ def _webpush_env(fakes: FakeProviders) -> dict[str, str]:
             "HERALD_WEBPUSH_ALLOW_LOOPBACK": "true"}
 
 
+def _email_env(fakes: FakeProviders) -> dict[str, str]:
+    host, _, port = fakes.urls["email"].removeprefix("smtp://").rpartition(":")
+    return {"HERALD_EMAIL_SMTP_HOST": host, "HERALD_EMAIL_SMTP_PORT": port, "HERALD_EMAIL_SMTP_TLS": "none",
+            "HERALD_EMAIL_FROM_ADDRESS": "herald@example.com"}
+
+
 FAKES: dict[str, Fake] = {
     "fcm": Fake(FakeFcm, _fcm_env),
     "apns": Fake(FakeApns, _apns_env),
     "webpush": Fake(FakeWebPush, _webpush_env),
+    "email": Fake(FakeSmtp, _email_env),
 }

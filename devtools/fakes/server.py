@@ -17,13 +17,14 @@ from devtools.fakes import keys as fake_keys
 from devtools.fakes.apns import ApnsProtocol, FakeApns, server_context
 from devtools.fakes.fcm import FakeFcm
 from devtools.fakes.registry import FAKES
+from devtools.fakes.smtp import FakeSmtp
 from devtools.fakes.state import Provider
 from devtools.fakes.webpush import FakeWebPush
 
 T = TypeVar("T")
 
 # Ports from a base (``herald fakes serve --port BASE``): control, fcm, apns production, sandbox, webpush.
-OFFSETS = {"control": 0, "fcm": 1, "apns": 2, "apns_sandbox": 3, "webpush": 4}
+OFFSETS = {"control": 0, "fcm": 1, "apns": 2, "apns_sandbox": 3, "webpush": 4, "email": 5}
 
 
 class FakeProviders:
@@ -42,6 +43,7 @@ class FakeProviders:
         self.apns = FakeApns(self.providers["apns"], {fake_keys.KEY_ID: self.keys.apns_public_key},
                              fake_keys.TEAM_ID)
         self.webpush = FakeWebPush(self.providers["webpush"])
+        self.email = FakeSmtp(self.providers["email"])  # SMTP, not HTTP: its own listener (devtools/fakes/smtp.py)
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
         # Provider hosts by listener name, so a "refused" switch can stop one and start it again.
@@ -80,7 +82,8 @@ class FakeProviders:
         """Wait until every host listens, or refuses, as the "refused" switches say (tests call it)."""
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            if self.call(lambda: self._closed == self._refused() & (set(self._sites) | set(self._apns_servers))):
+            if self.call(lambda: self._closed == self._refused() & (set(self._sites) | set(self._apns_servers)
+                                                                    | {"email"})):
                 return
             time.sleep(0.01)
         raise TimeoutError("the fakes' listeners did not follow their switches")
@@ -91,7 +94,7 @@ class FakeProviders:
     async def _watch_refused(self) -> None:
         """Keep each host listening or not as the "refused" switches say (checked every 20 ms)."""
         while True:
-            wanted = self._refused() & (set(self._sites) | set(self._apns_servers)) - {"control"}
+            wanted = self._refused() & (set(self._sites) | set(self._apns_servers) | {"email"}) - {"control"}
             for name in wanted - self._closed:
                 await self._close_host(name)
             for name in self._closed - wanted:
@@ -100,6 +103,9 @@ class FakeProviders:
 
     async def _close_host(self, name: str) -> None:
         self._closed.add(name)
+        if name == "email":
+            self.email.close()
+            return
         if name in self._apns_servers:
             self._apns_servers[name].close()
             environment = "sandbox" if name == "apns_sandbox" else "production"
@@ -115,7 +121,9 @@ class FakeProviders:
 
     async def _open_host(self, name: str) -> None:
         port = int(self.urls[name].rsplit(":", 1)[1])
-        if name in self._apns_servers:
+        if name == "email":
+            await self.email.serve(self.host, port)
+        elif name in self._apns_servers:
             await self._apns_listener(name, port)
         else:
             runner, _ = self._sites[name]
@@ -134,6 +142,8 @@ class FakeProviders:
         for name in ("apns", "apns_sandbox"):
             server = await self._apns_listener(name, self._port(name))
             self.urls[name] = f"https://{self.host}:{server.sockets[0].getsockname()[1]}"
+        smtp = await self.email.serve(self.host, self._port("email"))
+        self.urls["email"] = f"smtp://{self.host}:{smtp.sockets[0].getsockname()[1]}"
         self.urls["control"] = await self._serve_app(self.control_app(), "control")
         self._watch = asyncio.ensure_future(self._watch_refused())
 
@@ -142,6 +152,7 @@ class FakeProviders:
             self._watch.cancel()
         for server in self._apns_servers.values():
             server.close()
+        self.email.close()
         for runner in self._runners:
             await runner.cleanup()
 

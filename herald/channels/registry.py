@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from herald.channels import apns, fcm, webpush
+from herald.channels import apns, email, fcm, webpush
 from herald.channels.spec import ChannelSpec
 
 _SPECS: dict[str, ChannelSpec] = {}
@@ -65,4 +65,5 @@ def _load_plugins() -> None:
 register(fcm.SPEC)
 register(apns.SPEC)
 register(webpush.SPEC)
+register(email.SPEC)  # the fallback channel (herald/unreached.py), and routes that name it
 _load_plugins()

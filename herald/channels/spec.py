@@ -118,6 +118,9 @@ class ChannelSpec:
     provider: Callable[[], Channel]
     # Builds the dev backend (default: JSON lines, herald/channels/dev.py).
     dev: Callable[[ChannelSpec], Channel] = field(default=_dev_backend)
+    # Reached only by a route that names it in ``channels`` (and as herald's fallback, herald/unreached.py):
+    # a route without ``channels`` leaves it out. Email: an address is not a device a person carries.
+    named_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.name.isascii() or not self.name.isalnum() or self.name != self.name.lower():

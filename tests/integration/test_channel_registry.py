@@ -89,5 +89,5 @@ def test_a_channel_registered_alone_is_routed_resolved_and_delivered(pager: Chan
 def test_a_registered_channel_checks_its_own_addresses(pager: ChannelSpec) -> None:
     with pytest.raises(ValueError, match="digits and dashes"):
         directory.DeviceSpec.model_validate({"channel": "pager", "token": "not a number"})
-    with pytest.raises(ValueError, match="Input should be 'fcm', 'apns', 'webpush' or 'pager'"):
+    with pytest.raises(ValueError, match="Input should be 'fcm', 'apns', 'webpush', 'email' or 'pager'"):
         directory.DeviceSpec.model_validate({"channel": "pigeon", "token": "1"})

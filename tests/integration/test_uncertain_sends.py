@@ -53,7 +53,7 @@ def fake(fakes: FakeProviders, clean: None) -> Iterator[FakeProviders]:
 
 def one_target(fakes: FakeProviders, channel: str) -> uuid.UUID:
     """A business event (it has no dedup key) for ``ana``, one device on ``channel``, in one batch."""
-    token: Any = {"fcm": "fcm-ana", "apns": "a" * 64}.get(channel)
+    token: Any = {"fcm": "fcm-ana", "apns": "a" * 64, "email": "ana@example.com"}.get(channel)
     app = {"apns": "com.example.admin", "webpush": "portal"}.get(channel, "com.example.admin")
     if channel == "webpush":
         key = cast(WebPushChannel, channel_for("webpush")).vapid.public
@@ -102,6 +102,8 @@ def collapse_ids(fakes: FakeProviders, channel: str) -> list[Any]:
         return [(e.get("android") or {}).get("collapse_key") for e in seen]
     if channel == "apns":
         return [e.get("collapse_id") for e in seen]
+    if channel == "email":  # one Message-ID per delivery, the same on every copy (herald/channels/email/message.py)
+        return [e.get("message_id") for e in seen]
     return [e.get("topic") for e in seen]
 
 

@@ -52,7 +52,7 @@ from typing import Any
 from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from herald import actions, channels, db, deadletters, metrics
+from herald import actions, channels, db, deadletters, metrics, unreached
 from herald.app import app
 from herald.channels.sender import MAX_REASON_CHARS, is_down
 from herald.channels.types import Channel, Message, Payload, Result, Target
@@ -363,6 +363,7 @@ def _write(s: Session, rows: _Rows, max_attempts: int) -> None:
         # APNs: the token answered on the other host; send there from now on.
         s.execute(update(Device).where(Device.id.in_(device_ids)).values(environment=environment))
     settle_notifications(s, rows.sent, failed=rows.failed + rows.dead + rows.auth, now=now)
+    unreached.after_deliveries(s, rows.failed + rows.dead + rows.auth)  # a page that reached nobody
     if rows.dead_tokens:
         s.execute(update(Device).where(Device.id.in_(rows.dead_tokens))
                   .values(active=False, deactivated_at=now, deactivated_reason="provider: invalid token"))

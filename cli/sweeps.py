@@ -1,7 +1,8 @@
 """``herald sweep recover|outbox|credentials|backlog|due|purge`` and ``herald status``.
 
-``herald status`` exits 1 when the work failed: a sweep is overdue or its last run failed, an operations
-condition is raised, a worker pool is down, or a dead letter is open (cli.output has every exit code).
+``herald status`` exits 1 when something needs a person (schedules.status.needs_a_person: a dead letter open,
+a sweep overdue or failed, a pool down, a queue older than its threshold, a circuit open, a page unreached, an
+operations condition raised); cli.output has every exit code.
 """
 
 from __future__ import annotations
@@ -143,23 +144,27 @@ def _last_success(row: dict[str, Any], now: datetime) -> str:
 
 
 def status(as_json: Json = False) -> None:
-    """Show when each sweep last ran, whether it is overdue, each worker pool and its live workers, the
-    operations conditions raised now, and the dead letters still open (not replayed), by kind.
+    """What needs a person now, then each sweep, worker pool, queue, provider circuit, raised operations
+    condition, open dead letter, page that reached nobody, and the credentials expiring soonest.
 
-    Exits 1 when a sweep is overdue (no success within twice its period; a sweep that has not run
-    since beat started less than that ago is "not yet due", not overdue) or its last run failed, an
-    operations condition is raised (queue backlog, processing delayed, SLA breached...), a pool is down
+    The first line says what needs a person (or that nothing does). Exits 1 when something does: a dead
+    letter is open (`herald deadletters list` shows them, `replay` retries them, `dismiss` closes them), a
+    sweep is overdue (no success within twice its period; a sweep whose first period since beat, or the
+    stack, started has not passed is "not yet due", not overdue) or its last run failed, a pool is down
     (it had workers and none has sent a heartbeat within HERALD_HEARTBEAT_TIMEOUT_S; a pool no worker
-    ever ran is "not seen"), or a dead letter is open (`herald deadletters list` shows them, `replay`
-    retries them, `dismiss` closes them).
+    ever ran is "not seen"), a queue's oldest message is older than HERALD_BACKLOG_AGE_THRESHOLD_S or the
+    broker cannot be read, a provider's circuit is open, a page reached nobody, or an operations condition
+    is raised (queue backlog, processing delayed, SLA breached...).
 
     Examples:
 
         herald status
 
+        herald status --json | jq .attention
+
         herald status --json | jq '.sweeps[] | select(.overdue)'
 
-        herald status --json | jq '.pools[] | select(.state == "down")'
+        herald status --json | jq '.queues.rows[] | select(.depth > 0)'
 
         herald status --json | jq .dead_letters
     """
@@ -167,22 +172,30 @@ def status(as_json: Json = False) -> None:
     from schedules import status as status_module
 
     now = utcnow()
-    sweeps = status_module.sweeps(now)
-    raised = status_module.raised_conditions()
-    dead = status_module.open_dead_letters()
-    pools = status_module.pools(now)
+    body = status_module.report(now)
     if as_json:
-        print_json({"sweeps": sweeps, "pools": pools, "raised": raised,
-                    "beat_started_at": status_module.beat_started_at(),
-                    "dead_letters": {"open": sum(dead.values()), "by_kind": dead}})
+        print_json(body)
     else:
-        _print_sweeps(sweeps, now)
-        _print_pools(pools, now)
-        _print_conditions(raised)
-        _print_dead_letters(dead)
-    if (any(r["overdue"] or r["last_outcome"] == "failed" for r in sweeps) or raised or dead
-            or any(p["state"] == "down" for p in pools)):
+        _print_attention(body["attention"])
+        _print_sweeps(body["sweeps"], now)
+        _print_pools(body["pools"], now)
+        _print_queues(body["queues"])
+        _print_circuits(body["circuits"])
+        _print_conditions(body["raised"])
+        _print_dead_letters(body["dead_letters"])
+        _print_unreached(body["unreached_pages"])
+        _print_credentials(body["credentials"])
+    if body["attention"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_attention(attention: list[str]) -> None:
+    if not attention:
+        out.print(Text("nothing needs a person", style="green"))
+        return
+    out.print(Text(f"needs a person ({len(attention)}):", style="bold red"))
+    for line in attention:
+        out.print(Text(f"  - {line}"))
 
 
 def _print_sweeps(sweeps: list[dict[str, Any]], now: datetime) -> None:
@@ -218,10 +231,70 @@ def _print_conditions(raised: list[dict[str, Any]]) -> None:
     out.print(conditions)
 
 
-def _print_dead_letters(dead: dict[str, int]) -> None:
-    if not dead:
+def _print_dead_letters(dead: dict[str, Any]) -> None:
+    if not dead["open"]:
         out.print("no open dead letter")
         return
-    by_kind = ", ".join(f"{kind} {n}" for kind, n in sorted(dead.items()))
-    out.print(f"open dead letters: {sum(dead.values())} ({by_kind}); see herald deadletters list",
+    by_kind = ", ".join(f"{kind} {n}" for kind, n in sorted(dead["by_kind"].items()))
+    targets = f"; {dead['targets']} delivery target(s) in them" if dead["targets"] else ""
+    out.print(f"open dead letters: {dead['open']} ({by_kind}){targets}; see herald deadletters list",
               markup=False, highlight=False)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _print_queues(queues: dict[str, Any]) -> None:
+    if queues["error"]:
+        out.print(Text(f"queues: broker unreadable: {queues['error']}", style="red"))
+        return
+    table = Table("queue", "waiting", "unacked", "oldest", f"over {_age(queues['age_threshold_s'])}")
+    for q in queues["rows"]:
+        table.add_row(q["queue"], str(q["waiting"]), "-" if q["unacked"] is None else str(q["unacked"]),
+                      _age(q["oldest_age_s"]), Text("yes", style="red") if q["over_sla"] else "no")
+    out.print(table)
+
+
+def _print_circuits(circuits: dict[str, Any]) -> None:
+    if circuits["error"]:
+        out.print(Text(f"circuits: unreadable: {circuits['error']}", style="red"))
+    elif not circuits["shared"]:
+        out.print("circuits: kept per process (the broker is not Redis): see the workers' logs")
+    elif not circuits["rows"]:
+        out.print("every provider circuit closed")
+    else:
+        table = Table("provider", "host", "circuit", "open for")
+        for c in circuits["rows"]:
+            state = Text(c["state"], style="red") if c["state"] == "open" else Text(c["state"])
+            table.add_row(c["provider"], Text(c["host"]), state, _age(c["open_for_s"]) if c["open_for_s"] else "-")
+        out.print(table)
+
+
+def _print_unreached(pages: list[dict[str, Any]]) -> None:
+    if not pages:
+        out.print("no page left unreached")
+        return
+    table = Table("page reached nobody", "person", "event", "since")
+    for p in pages:
+        table.add_row(Text(str(p.get("event_type") or p.get("type") or "-")), Text(str(p.get("person_id", "-"))),
+                      str(p.get("event_id", "-")), str(p.get("unreached_at") or "-"))
+    out.print(table)
+
+
+def _print_credentials(credentials: list[dict[str, Any]]) -> None:
+    if not credentials:
+        out.print("no credential with an expiry in the inventory")
+        return
+    table = Table("credential expiring soonest", "environment", "owner", "expires", "days left")
+    for c in credentials:
+        days = c["days_left"]
+        left = Text(f"{days:g}", style="red" if days < 0 else "yellow" if days < 14 else "") \
+            if days is not None else Text("-")
+        table.add_row(Text(c["name"]), c["environment"], Text(c["owner"] or "-"), c["expires_at"] or "-", left)
+    out.print(table)

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from herald import db, deadletters
-from herald.models import DeadLetter, OpsCondition, Outbox, SweepRun, utcnow
+from herald.models import DeadLetter, OpsCondition, Outbox, SweepRun, WorkerHeartbeat, utcnow
 from herald.settings import get_settings
 from schedules.backlog import scan_backlog
 from schedules.beat import BEAT_ROW, record_beat_start
 from tests.integration.conftest import Workers, wait_until
-from tests.integration.helpers import rows
+from tests.integration.helpers import all_done, rows
 
 runner = CliRunner()
 
@@ -67,7 +67,7 @@ def test_open_dead_letters_are_counted_by_kind_and_raise_an_operations_condition
     # when status is asked for
     code, body = status()
     # then it counts them by kind, and exits 1
-    assert body["dead_letters"] == {"open": 2, "by_kind": {"delivery": 1, "task": 1}} and code == 1
+    assert body["dead_letters"] == {"open": 2, "by_kind": {"delivery": 1, "task": 1}, "targets": 1} and code == 1
     assert "open dead letters: 2 (delivery 1, task 1)" in runner.invoke(app, ["status"]).stdout
     # and the backlog scan raises one operations condition, through the outbox
     now = utcnow()
@@ -84,7 +84,7 @@ def test_open_dead_letters_are_counted_by_kind_and_raise_an_operations_condition
     assert rows(select(DeadLetter.replay_count)) == [(0,), (0,)]
     code, body = status()
     # (status still exits 1: the dead_letters condition is raised until it has stayed clear long enough)
-    assert body["dead_letters"] == {"open": 0, "by_kind": {}} and code == 1
+    assert body["dead_letters"] == {"open": 0, "by_kind": {}, "targets": 0} and code == 1
     assert "no open dead letter" in runner.invoke(app, ["status"]).stdout
     scan_backlog(now + timedelta(seconds=1))
     scan_backlog(now + timedelta(seconds=get_settings().backlog_clear_after_s + 2))
@@ -97,3 +97,96 @@ def ops_events() -> list[str]:
     with db.session() as s:
         types = [o.envelope["type"] for o in s.scalars(select(Outbox))]
     return [t for t in types if t.startswith("ops.dead_letters")]
+
+
+def test_with_no_beat_start_recorded_a_sweep_is_not_overdue_before_its_first_period_since_the_stack_started(
+        clean: None) -> None:
+    # given no beat start recorded (beat started before the database was migrated) and a worker alive since now
+    now = utcnow()
+    with db.session() as s:
+        s.add(WorkerHeartbeat(node="sweeps-1@host", hostname="host", pid=1, queues=["sweeps"], started_at=now,
+                              last_seen=now))
+    # then the hourly sweeps are not yet due, and status says so
+    code, body = status()
+    assert body["stack_started_at"] == now.isoformat() and body["beat_started_at"] is None
+    assert (by_sweep(body)["credentials"]["overdue"], by_sweep(body)["credentials"]["not_yet_due"]) == (False, True)
+    # and once the stack has been up longer than twice their period without a run, they are overdue
+    with db.session() as s:
+        s.execute(update(WorkerHeartbeat).values(started_at=now - timedelta(hours=3)))
+    code, body = status()
+    assert by_sweep(body)["credentials"]["overdue"] is True and code == 1
+    assert "sweep credentials overdue" in body["attention"]
+
+
+@pytest.mark.expect_dead_letters(r"^1 target\(s\): retries exhausted after 1 attempts$")
+@pytest.mark.expect_log_errors(r"dead letter \d+: delivery")
+def test_a_dead_lettered_target_needs_a_person(workers: Workers) -> None:
+    from producers import artifact_deployed, publish
+    from tests.integration.test_deadletters import start_with_one_down_device
+
+    # given a running stack (beat included) with nothing wrong: status says nothing needs a person, exit 0
+    start_with_one_down_device(workers, attempts=1, concurrency=2)
+    workers.start("sweeps", concurrency=1, beat=True)
+    wait_until(lambda: status()[1]["beat_started_at"] and all(
+        p["state"] != "not seen" for p in status()[1]["pools"] if p["pool"] == "sweeps"), message="the stack up")
+    code, body = status()
+    assert (code, body["attention"]) == (0, [])
+    assert runner.invoke(app, ["status"]).stdout.startswith("nothing needs a person")
+    # when a page's only target runs out of attempts and is dead-lettered
+    event_id = publish(artifact_deployed("orders-api", kind="api", environment="dev"))
+    wait_until(lambda: all_done([event_id]), message="the target dead")
+    wait_until(lambda: rows(select(DeadLetter.id)), message="the dead letter written")
+    # then status says so first, counts the target, and exits 1 (before any sweep raised a condition)
+    code, body = status()
+    assert code == 1 and body["dead_letters"] == {"open": 1, "by_kind": {"delivery": 1}, "targets": 1}
+    assert body["attention"][0] == "1 open dead letter(s), 1 target(s) dead-lettered: herald deadletters list"
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [f"needs a person ({len(body['attention'])}):", f"  - {body['attention'][0]}"]
+    assert "open dead letters: 1 (delivery 1); 1 delivery target(s) in them" in result.stdout
+
+
+def test_queues_circuits_and_credentials(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    from producers import artifact_deployed, publish
+
+    settings = get_settings()
+    record_beat_start()
+    # given no worker: an event waits in its queue, older than a threshold of 0 s ...
+    monkeypatch.setenv("HERALD_BACKLOG_AGE_THRESHOLD_S", "0")
+    get_settings.cache_clear()
+    try:
+        publish(artifact_deployed("orders-api", kind="api", environment="dev"))
+        # ... the circuit of one FCM host is open (as herald.channels.gate keeps it, in Redis) ...
+        client = redis.Redis.from_url(settings.broker_url or "")
+        now_ms = int(client.time()[0]) * 1000
+        gate = f"{settings.broker_key_prefix}herald:gate:fcm:circuit:"
+        client.set(f"{gate}fcm.googleapis.com:443:open_until", now_ms + 120_000)
+        client.set(f"{gate}other.example:open_until", now_ms - 1000)  # its period ended: half-open
+        # ... and two credentials expire, one in 3 days
+        assert runner.invoke(app, ["credentials", "add", "partner-key", "--kind", "api_key", "--expires-at",
+                                   (utcnow() + timedelta(days=3, hours=1)).date().isoformat(),
+                                   "--environment", "prod"]).exit_code == 0
+        assert runner.invoke(app, ["credentials", "add", "later-key", "--kind", "api_key", "--expires-at",
+                                   (utcnow() + timedelta(days=90)).date().isoformat()]).exit_code == 0
+        # when status is asked for
+        code, body = status()
+    finally:
+        monkeypatch.delenv("HERALD_BACKLOG_AGE_THRESHOLD_S")
+        get_settings.cache_clear()
+    # then it shows the waiting queue over its threshold, the open circuit, the credentials soonest first
+    waiting = [q for q in body["queues"]["rows"] if q["depth"]]
+    assert len(waiting) == 1 and waiting[0]["over_sla"] is True and waiting[0]["oldest_age_s"] is not None
+    assert body["circuits"]["shared"] is True
+    assert sorted((c["host"], c["state"]) for c in body["circuits"]["rows"]) == [
+        ("fcm.googleapis.com:443", "open"), ("other.example", "half-open")]
+    assert [c["name"] for c in body["credentials"]] == ["partner-key", "later-key"]
+    assert 2 < body["credentials"][0]["days_left"] < 4
+    # and both need a person: exit 1 (the half-open circuit does not)
+    assert code == 1 and "circuit open: fcm fcm.googleapis.com:443" in body["attention"]
+    assert any(a.startswith(f"queue {waiting[0]['queue']}: oldest message") for a in body["attention"])
+    assert not any("other.example" in a for a in body["attention"])
+    assert body["unreached_pages"] == []
+    assert body["took_ms"] < 2000

@@ -161,7 +161,7 @@ def test_queues_circuits_and_credentials(clean: None, monkeypatch: pytest.Monkey
         publish(artifact_deployed("orders-api", kind="api", environment="dev"))
         # ... the circuit of one FCM host is open (as herald.channels.gate keeps it, in Redis) ...
         client = redis.Redis.from_url(settings.broker_url or "")
-        now_ms = int(client.time()[0]) * 1000
+        now_ms = int(client.time()[0]) * 1000  # type: ignore[index]
         gate = f"{settings.broker_key_prefix}herald:gate:fcm:circuit:"
         client.set(f"{gate}fcm.googleapis.com:443:open_until", now_ms + 120_000)
         client.set(f"{gate}other.example:open_until", now_ms - 1000)  # its period ended: half-open

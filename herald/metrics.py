@@ -10,7 +10,8 @@ https://prometheus.github.io/client_python/multiprocess/
 - The directory is ``HERALD_METRICS_DIR``, else an already set ``PROMETHEUS_MULTIPROC_DIR``, else
   ``<data_dir>/metrics``; :func:`enable` sets ``PROMETHEUS_MULTIPROC_DIR`` to it in a process before
   its first value, so the embedded default (one machine, prefork pools) works with no setting.
-- Every process of one host that counts or serves must see the same directory; one directory per host,
+- Every process of one host that counts or serves must see the same directory; one directory per host
+  (or one volume shared by containers: files are named by host name and pid, :func:`process_id`),
   emptied when the host's herald processes start (a tmpfs such as ``/run/herald/metrics``): counters
   of exited processes stay in their files on purpose, so totals do not drop when a pool process is
   replaced.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
 
     from herald.channels.types import Result
 
-__all__ = ["DIRECTORY_ENV", "LATENCY_BUCKETS_S", "delivered", "directory", "enable", "process_dead", "registry"]
+__all__ = ["DIRECTORY_ENV", "LATENCY_BUCKETS_S", "delivered", "directory", "enable", "observe", "process_dead",
+           "process_id", "registry"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,13 @@ def directory() -> Path:
     return (settings.data_dir / "metrics").resolve()
 
 
+def process_id(pid: int | None = None) -> str:
+    """A process's name in the metric files: its host's and its pid, so containers that share one directory
+    (each numbering its processes from 1) never write the same file. No ``_``: prometheus_client splits
+    file names on it."""
+    return f"{socket.gethostname().replace('_', '-')}-{pid if pid is not None else os.getpid()}"
+
+
 def enable() -> Path:
     """Turn multiprocess mode on in this process (before its first metric value) and return the directory."""
     path = directory()
@@ -72,9 +82,11 @@ def enable() -> Path:
     os.environ[DIRECTORY_ENV] = str(path)
     from prometheus_client import values
 
-    # prometheus_client picks its value class when it is imported; a library may have imported it first.
-    if values.ValueClass is values.MutexValue:
-        values.ValueClass = values.get_value_class()
+    # prometheus_client picks its value class when it is imported (a library may have imported it first):
+    # herald's names its files by host and pid.
+    if not getattr(values.ValueClass, "herald", False):
+        values.ValueClass = values.MultiProcessValue(process_identifier=process_id)
+        values.ValueClass.herald = True  # type: ignore[attr-defined]
     return path
 
 
@@ -171,7 +183,7 @@ def process_dead(pid: int) -> None:
         return  # this process never counted anything
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(pid, os.environ[DIRECTORY_ENV])
+    multiprocess.mark_process_dead(process_id(pid), os.environ[DIRECTORY_ENV])
 
 
 def registry(*collectors: Collector) -> CollectorRegistry:

@@ -7,6 +7,7 @@ on Postgres, Redis and worker processes in tests/integration/test_metrics.py.
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -204,3 +205,24 @@ def test_n_observations_at_once_equal_n_one_by_one(seconds: float, monkeypatch: 
 
     assert observed(at_once) == observed(one_by_one)
     assert observed(at_once)[("h_count", frozenset())] == 3
+
+
+def test_files_are_named_by_host_and_pid_and_a_dead_process_loses_only_its_live_gauges(embedded: Path) -> None:
+    import os
+
+    from prometheus_client import Gauge
+
+    # given this process counted a batch and holds a live gauge (as a future in-process gauge would)
+    herald.metrics.delivered("webpush", [Result(1, "permanent")])
+    Gauge("herald_test_live", "a live gauge", multiprocess_mode="livesum", registry=None).set(3)
+    me = herald.metrics.process_id()
+    assert me.endswith(f"-{os.getpid()}") and "_" not in me
+    assert {p.name for p in embedded.glob("*.db")} == {f"counter_{me}.db", f"gauge_livesum_{me}.db"}
+    # when its pool process exits: Celery sends worker_process_shutdown, which herald.app connects
+    from celery.signals import worker_process_shutdown
+
+    importlib.import_module("herald.app")  # connects the handler
+    worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+    # then its live gauge is gone and its count stays in the sum
+    assert {p.name for p in embedded.glob("*.db")} == {f"counter_{me}.db"}
+    assert value(scrape(cluster=False), "herald_deliveries_total", channel="webpush", outcome="permanent") == 1

@@ -72,6 +72,19 @@ def sweep_due(as_json: Json = False) -> None:
     _report("due", tick_recorded(), as_json)
 
 
+@sweep_app.command("escalations")
+def sweep_escalations(as_json: Json = False) -> None:
+    """The escalation auditor: run the overdue chain step of every open incident (docs/sweeps.md).
+
+    Example:
+
+        herald sweep escalations --json
+    """
+    from schedules.escalations import sweep_escalations as run
+
+    _report("escalations", run(), as_json)
+
+
 @sweep_app.command("approvals")
 def sweep_approvals(as_json: Json = False) -> None:
     """Close the pending approvals past their expiry (fail closed), write it back, tell the requester.

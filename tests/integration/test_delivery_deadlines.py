@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
@@ -36,7 +36,7 @@ from herald.models import DeadLetter, Delivery, DeliveryAttempt, Device, EventRo
 from herald.taskbase import deliver_by
 from tests.integration.conftest import Workers, fresh_fakes, wait_until
 from tests.integration.helpers import rows
-from workers.deliver.delivery import channel_for, deliver_batch
+from workers.deliver.delivery import _next_run, channel_for, deliver_batch
 from workers.resolve import notify
 
 OUTAGE_S = float(os.environ.get("HERALD_TEST_OUTAGE_S", "15"))
@@ -271,3 +271,17 @@ def test_resolve_writes_each_target_its_deadline_by_severity(
         assert list(notify(event_id, now))
     [(written,)] = rows(select(Delivery.deliver_by))
     assert written == now + timedelta(seconds=expected_s)
+
+
+def test_a_target_not_due_when_its_batch_ran_is_not_left_to_the_recovery_sweep(fake: FakeProviders) -> None:
+    # given a batch of two targets, one due now and one due in 20 s (its backoff)
+    batch_id = page([("ana", "fcm", "fcm-ana"), ("ben", "fcm", "fcm-ben")])
+    with db.session() as s:
+        s.execute(update(Delivery).where(Delivery.device_id.in_(select(Device.id).where(Device.token == "fcm-ben")))
+                  .values(due_at=utcnow() + timedelta(seconds=20)))
+    # when the batch runs and sends the first one
+    assert deliver_batch("fcm", str(batch_id), None) == 1
+    assert {t: r.status for t, r in by_token().items()} == {"fcm-ana": "sent", "fcm-ben": "pending"}
+    # then its next task is due with the second target, not a stall deadline later
+    next_run = _next_run(batch_id)
+    assert next_run is not None and 15 < next_run <= 20

@@ -194,12 +194,13 @@ def _page(s: Session, incident: Incident, step: int, round_: int, spec: dict[str
               reason="the step names nobody active")
         return []
     high = spec.get("importance", "normal") == "high"
-    label = "the new assignee" if step == ASSIGNEE_STEP else f"step {step + 1}"
+    text = f"Incident #{incident.id} ({incident.title}) " + (
+        "is yours now: acknowledge it" if step == ASSIGNEE_STEP else
+        f"is not acknowledged: escalation step {step + 1}" + (f", round {round_ + 1}" if round_ else ""))
     event = make_event("flow.escalated", {
         "flow": incident.subject or incident.title.partition(":")[0] or "incident",
         "dedup_key": incident.dedup_key,
-        "error": f"{incident.title}: unacknowledged, escalation {label}"
-                 + (f" (round {round_ + 1})" if round_ else ""),
+        "error": text[:4000],
         "incident_id": incident.id, "step": step, "round": round_, "people": people,
         "policy": chain.get("policy"), "importance": "high" if high else "normal",
     }, environment=incident.environment, severity=Severity.critical if high else Severity.error, source=SOURCE,

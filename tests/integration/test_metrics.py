@@ -25,7 +25,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
@@ -40,6 +40,7 @@ from tests.integration.conftest import (
     DATA_DIR,
     REDIS_URL,
     ROOT,
+    SAMPLE_DIRECTORY,
     SESSION,
     Workers,
     clear_broker,
@@ -226,6 +227,63 @@ def test_deliveries_counted_by_prefork_workers_equal_the_rows_on_every_scrape(
     # and once the workers stopped, their counts stay (the files of exited processes are summed still)
     workers.stop_all()
     assert by(samples(scrape(serve)), "herald_deliveries_total", "channel", "outcome") == counted
+
+
+BURST = """
+from producers import publish, artifact_deployed, business_event
+for i in range(3):
+    publish(artifact_deployed(f"api-{i}", kind="api", environment="test"))
+    publish(business_event("order_submitted", topic="orders.eu", reference=f"PO-{i}", environment="prod"))
+"""
+
+
+@needs_promtool
+def test_on_the_embedded_default_prefork_workers_are_counted_too(tmp_path: Path) -> None:
+    # given the embedded default (SQLite, no services, no metrics setting) and one prefork worker for every pool
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "PROMETHEUS_"))}
+    env["HERALD_DATA_DIR"] = str(tmp_path)
+
+    def herald(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode()
+
+    herald("migrate")
+    herald("directory", "apply", str(SAMPLE_DIRECTORY))
+    log = open(track_log(tmp_path / "worker.log"), "ab")  # noqa: SIM115
+    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--pool", "all", "--concurrency", "2",
+                               "--kind", "prefork"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    engine = create_engine(f"sqlite:///{tmp_path / 'herald.sqlite'}")
+    try:
+        # when a producer publishes a burst and every target ends
+        subprocess.run([sys.executable, "-c", BURST], cwd=ROOT, env=env, check=True, timeout=120)
+
+        def settled() -> bool:
+            with engine.connect() as c:
+                events = c.execute(text("SELECT count(*) FROM events WHERE status IN ('resolved', 'grouped')"))
+                open_targets = c.execute(text("SELECT count(*) FROM deliveries WHERE status NOT IN "
+                                              "('sent', 'failed', 'dead')"))
+                return events.scalar() == 6 and open_targets.scalar() == 0
+
+        wait_until(settled, timeout_s=180, interval_s=1, message="burst delivered on SQLite")
+        # then `herald metrics show`, another process, counts what the rows say, in <data_dir>/metrics
+        shown = herald("metrics", "show")
+    finally:
+        stop_warmly([worker])
+        log.close()
+    promtool("check", "metrics", stdin=shown)
+    with engine.connect() as c:
+        attempts = {(channel, outcome): n for channel, outcome, n in c.execute(text(
+            "SELECT d.channel, a.outcome, count(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id "
+            "GROUP BY d.channel, a.outcome"))}
+        sent = c.execute(text("SELECT count(*) FROM deliveries WHERE status = 'sent'")).scalar()
+    found = samples(shown)
+    assert attempts and by(found, "herald_deliveries_total", "channel", "outcome") == attempts
+    assert sum(by(found, "herald_publish_to_sent_seconds_count", "flow", "severity").values()) == sent
+    assert list((tmp_path / "metrics").glob("counter_*.db"))
+    assert by(found, "herald_metrics_source_up", "source") == {("database",): 1, ("broker",): 1}
 
 
 def test_circuits_and_queue_age_are_read_from_redis(clean: None, metrics_dir: Path) -> None:

@@ -34,11 +34,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from herald import db, deadletters
+from herald import db, deadletters, unreached
 from herald import metrics as process_metrics
 from herald.inventory import days_left
 from herald.lanes import QUEUES
-from herald.models import Credential, Incident, IncidentPage, WebhookMessage, utcnow
+from herald.models import Credential, WebhookMessage, utcnow
 from herald.settings import get_settings
 from schedules import status
 from schedules.queues import queue_stats
@@ -119,12 +119,14 @@ def circuit_metrics(_now: datetime) -> list[Metric]:
 # --- the database -------------------------------------------------------------------------------
 
 
+# A count, not a list: far more than herald status shows, and a bound on what one scrape reads.
+UNREACHED_LIMIT = 10_000
+
+
 def unreached_pages(s: Session) -> int:
-    """People paged by an incident's escalation whom no device reached (every delivery failed, or they had
-    none: ``incident_pages.outcome`` ``unreached``), on incidents not yet resolved."""
-    return int(s.scalar(select(func.count()).select_from(IncidentPage)
-                        .join(Incident, Incident.id == IncidentPage.incident_id)
-                        .where(IncidentPage.outcome == "unreached", Incident.status != "resolved")) or 0)
+    """Pages that reached nobody and wait for a person: every delivery to someone paged failed, or they had no
+    usable device, nobody answered, and the incident (if any) is still open (herald.unreached.open_pages)."""
+    return len(unreached.open_pages(s, limit=UNREACHED_LIMIT))
 
 
 def credential_metrics(s: Session, now: datetime) -> GaugeMetricFamily:
@@ -170,7 +172,8 @@ def database_metrics(now: datetime) -> list[Metric]:
             gauge("herald_dead_letters_open", "Dead letters not replayed or dismissed, by kind (task, message, "
                   "delivery): work that stopped and waits for a person (herald deadletters list).", ["kind"],
                   [([k], float(open_letters.get(k, 0))) for k in sorted({*DEAD_LETTER_KINDS, *open_letters})]),
-            gauge("herald_unreached_pages", "People paged for an incident not yet resolved whom no device reached.",
+            gauge("herald_unreached_pages", "Pages that reached nobody (every delivery failed, or no usable device), "
+                  "unanswered, their incident (if any) still open: herald status lists them.",
                   values=[((), float(unreached_pages(s)))]),
             credential_metrics(s, now),
             webhook_metrics(s),

@@ -142,11 +142,20 @@ def test_the_gauges_are_read_from_the_embedded_database_and_broker(embedded: Pat
                                   status="delivered")])
         open_incident = Incident(dedup_key="k", environment="prod", title="t", severity="critical")
         resolved = Incident(dedup_key="k2", environment="prod", title="t", severity="critical", status="resolved")
-        s.add_all([open_incident, resolved])
+        s.add_all([open_incident, resolved, Person(id="ana", name="Ana"), Person(id="ben", name="Ben")])
         s.flush()
-        s.add_all([IncidentPage(incident_id=open_incident.id, step=0, person_id="ana", outcome="unreached"),
-                   IncidentPage(incident_id=open_incident.id, step=0, person_id="ben", outcome="delivered"),
-                   IncidentPage(incident_id=resolved.id, step=0, person_id="ana", outcome="unreached")])
+        # unreached: ana on the open incident (counted), ana on the resolved one, ben who answered since
+        for incident_id, person, answered in ((open_incident.id, "ana", False), (resolved.id, "ana", False),
+                                              (open_incident.id, "ben", True)):
+            event_id = uuid.uuid4()
+            s.add(EventRow(id=event_id, type="flow.failed", flow="failure", source="urn:test", environment="prod",
+                           severity="critical", idempotency_key=str(event_id), occurred_at=now, data={},
+                           incident_id=incident_id))
+            s.flush()
+            s.add(Notification(event_id=event_id, person_id=person, route="r", reason="test", status="unreached",
+                               unreached_at=now))
+            s.add(IncidentPage(incident_id=incident_id, step=0, person_id=person, event_id=event_id,
+                               outcome="answered" if answered else "unreached"))
     # when scraped
     samples = scrape()
     # then each gauge says so

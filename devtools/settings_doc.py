@@ -23,6 +23,8 @@ DOCS: dict[str, str] = {
     "broker_url": "Celery broker, e.g. `redis://host:6379/0` or `amqp://user:pw@host//`; unset: SQLite in the "
                   "data directory (kombu's SQLAlchemy transport)",
     "data_dir": "where the embedded default keeps its SQLite files, the dev channel output and beat's state",
+    "log_format": "`text` (one line per entry, the ids appended) or `json` (one JSON object per line, the ids as "
+                  "fields: README, Logs)",
     "environments": "the environments events may name, comma-separated",
     "max_event_bytes": "largest `data` an event may carry (JSON bytes)",
     "batch_size": "delivery targets per deliver task",

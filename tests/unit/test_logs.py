@@ -160,3 +160,15 @@ def test_the_text_format_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None
     config = logs.uvicorn_log_config("json")
     assert config["formatters"]["json"]["()"] is logs.JsonFormatter
     assert config["loggers"]["uvicorn.access"]["handlers"] == ["access"]
+
+
+def test_the_readme_json_line_is_what_the_formatter_writes(json_captured: tuple[logging.Logger, io.StringIO]) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    logs_section = readme.split("### Logs", 1)[1].split("\n### ", 1)[0]
+    [example] = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", logs_section, flags=re.S)]
+    logger, out = json_captured
+    logger.info("batch %s", "b1", extra={"batch_id": example["batch_id"], "task_id": example["task_id"],
+                                         "task_name": example["task_name"]})
+    assert list(json.loads(out.getvalue())) == list(example)

@@ -30,6 +30,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q tests/integration --ignore=tests/integration/drills; rest=$$?; \
 	wait $$drills; status=$$?; echo "--- tests/integration/drills"; cat .drills.log; rm -f .drills.log; \
 	test $$rest -eq 0 -a $$status -eq 0
+	$(VENV)/bin/pytest -q tests/browser
 
 # ruff, mypy (the packages, the tests, the bench harness) and the layers contract (lint-imports): all in pyproject.
 lint: $(STAMP)

@@ -57,6 +57,8 @@ def _print_summary(result: dict[str, Any]) -> None:
     out.print(f"pending targets: {result['pending']}")
     _print_failures(result)
     _print_received(result)
+    for page in result.get("email_fallback", []):  # herald/unreached.py: a page that reached no device
+        out.print(f"unreached page: {page['event']} for {page['person']}, on no device: e-mail {page['email']}")
     _print_written_back(result["written_back"])
     _print_webhooks(result["webhooks"])
     out.print("trace one event: herald events list, then herald events show ID")

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 
 from herald import channels, db, directory, migrate, safeyaml
 from herald.models import TERMINAL_DELIVERY, Approval, ApprovalVote, Delivery, Device, EventRow, Incident, Notification
@@ -170,6 +170,19 @@ def summary(ids: list[uuid.UUID]) -> dict[str, Any]:
                                          .where(EventRow.id.in_(ids)).group_by(EventRow.flow, Delivery.status)):
             flows[flow]["deliveries"][status] = n
     return {"flows": flows, "pending": _pending(ids)}
+
+
+def email_fallbacks(ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    """The pages of these events that reached nobody on a device, and what became of their e-mail (herald/unreached.py):
+    the sample's ines (invoices-to-bank's owner) has an address and no device."""
+    with db.session() as s:
+        found = s.execute(select(Notification.person_id, EventRow.type, Delivery.status)
+                          .join(EventRow, EventRow.id == Notification.event_id)
+                          .outerjoin(Delivery, and_(Delivery.notification_id == Notification.id,
+                                                    Delivery.channel == "email"))
+                          .where(Notification.event_id.in_(ids), Notification.unreached_at.is_not(None))
+                          .order_by(Notification.id)).all()
+    return [{"person": r.person_id, "event": r.type, "email": r.status or "no address"} for r in found]
 
 
 def failed_deliveries(ids: list[uuid.UUID], faults: list[dict[str, str]]) -> dict[str, int]:
@@ -394,7 +407,7 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
         worker_env = fakes.env()
         directory_file, subscriptions, faults = demo_directory(fakes, settings.data_dir)
         if progress:
-            progress(f"fakes of FCM, APNs and Web Push listening ({fakes.urls['control']})")
+            progress(f"fakes of FCM, APNs, Web Push and SMTP listening ({fakes.urls['control']})")
     receiver = start_receiver(settings.data_dir)
     directory_file = with_webhooks(directory_file, receiver, settings.data_dir)
     with db.session() as s:
@@ -434,6 +447,7 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
         result = summary(ids)
         result["webhooks"] = webhooks_received(receiver, deadline)
         result["failed"] = failed_deliveries(ids, faults)
+        result["email_fallback"] = email_fallbacks(ids)
         result["written_back"] = written_back(sorted(set(incident_ids)), approval_id, answers)
     finally:
         stop_worker(proc)

@@ -101,9 +101,9 @@ class FakeSmtp:
         text = mail.get_body(("plain",))
         html = mail.get_body(("html",))
         plain = text.get_content().replace("\r\n", "\n") if text is not None else ""
-        return {"mail_from": envelope.mail_from, "to": list(envelope.rcpt_tos), "subject": str(mail["Subject"]),
-                "message_id": str(mail["Message-ID"]), "collapse_key": mail["X-Herald-Collapse-Key"],
-                "importance": mail["Importance"], "text": plain,
+        return {"status": 250, "mail_from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                "subject": str(mail["Subject"]), "message_id": str(mail["Message-ID"]),
+                "collapse_key": mail["X-Herald-Collapse-Key"], "importance": mail["Importance"], "text": plain,
                 "html": html.get_content() if html is not None else "", "links": LINK.findall(plain)}
 
     # --- the server ------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_cli_check_exits_2_with_every_problem(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) >= 6
     ok = subprocess.run([sys.executable, "-m", "cli", "directory", "check", str(SAMPLE_DIRECTORY)], cwd=ROOT,
                         env=os.environ.copy(), capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and "ok (6 people" in ok.stdout
+    assert ok.returncode == 0 and "ok (7 people" in ok.stdout
 
 
 def test_apply_is_repeatable_and_people_removed_are_deactivated(clean: None, tmp_path: Path) -> None:

@@ -35,17 +35,22 @@ def audit_chains(s: Session, now: datetime) -> Summary:
     grace = timedelta(seconds=get_settings().escalation_audit_grace_s)
     found = escalation.overdue(s, now, grace, limit=BATCH)
     rerun: list[int] = []
+    failed = 0
     for incident_id in found:
-        with s.begin_nested():  # one incident's failure must not undo the others
-            if escalation.rerun_overdue(s, incident_id, now, grace):
-                rerun.append(incident_id)
+        try:
+            with s.begin_nested():  # one incident's failure must not undo the others
+                if escalation.rerun_overdue(s, incident_id, now, grace):
+                    rerun.append(incident_id)
+        except Exception:  # logged with its traceback; the next run tries again
+            failed += 1
+            log.exception("escalation auditor: the overdue chain step of incident %s failed", incident_id)
     if rerun:
         log.warning("escalation auditor: re-ran the overdue chain step of %d incident(s): %s", len(rerun),
                     ", ".join(map(str, rerun[:20])))
         publish(ops_event("processing_delayed", "escalations", environment=get_settings().ops_environment,
                           metric="overdue_chain_steps", value=float(len(rerun)), threshold=0.0,
                           idempotency_key=f"ops:escalations:{now.isoformat()}", source=SOURCE), session=s)
-    return {"overdue": len(found), "rerun": len(rerun)}
+    return {"overdue": len(found), "rerun": len(rerun), **({"failed": failed} if failed else {})}
 
 
 def sweep_escalations(now: datetime | None = None, *, min_gap_s: float = 0.0) -> Summary | None:

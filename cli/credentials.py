@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.output import EXIT_BAD_INPUT, Json, err, fail, out, print_json
+from cli.progress import bar, on_terminal
 
 credentials_app = typer.Typer(help="The credential inventory: import, add, list.", no_args_is_help=True)
 
@@ -45,7 +46,7 @@ def credentials_import(
         if path.is_file() and path.suffix.lower() in inventory.DECLARED_SUFFIXES:
             result = _import_declared(path, environment, owner)
         else:
-            result = _import_source(path, environment, owner, show_progress=not as_json)
+            result = _import_source(path, environment, owner, show_progress=on_terminal(as_json))
     except CredentialError as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     if as_json:
@@ -77,21 +78,17 @@ def _import_declared(path: Path, environment: str, owner: str | None) -> dict[st
 
 
 def _import_source(path: Path, environment: str, owner: str | None, *, show_progress: bool) -> dict[str, Any]:
-    """Remember a file or folder as a source and scan it now, with a progress bar over two files or more."""
-    from rich.markup import escape
-    from rich.progress import Progress
-
+    """Remember a file or folder as a source and scan it now, with a progress bar over two files or more (on a
+    terminal)."""
     from herald import db, inventory
 
     files = inventory.candidate_files(path)
-    with Progress(console=err, transient=True, disable=not show_progress or len(files) < 2) as bar:
-        task = bar.add_task(f"reading {escape(str(path))}", total=len(files))  # a markup column
-        with db.session() as s:
-            source = inventory.add_source(s, path, environment=environment, owner=owner)
-            result: dict[str, Any] = dict(inventory.rescan_source(s, source, progress=lambda _p: bar.advance(task)))
-            result["problems"] = [{"path": r["path"], "error": r["error"]}
-                                  for r in inventory.list_credentials(s, environment=environment)
-                                  if r["error"] and r["path"] and r["path"].startswith(source.path)]
+    with bar(f"reading {path}", len(files), shown=show_progress and len(files) > 1) as advance, db.session() as s:
+        source = inventory.add_source(s, path, environment=environment, owner=owner)
+        result: dict[str, Any] = dict(inventory.rescan_source(s, source, progress=lambda _p: advance(1)))
+        result["problems"] = [{"path": r["path"], "error": r["error"]}
+                              for r in inventory.list_credentials(s, environment=environment)
+                              if r["error"] and r["path"] and r["path"].startswith(source.path)]
     return result
 
 

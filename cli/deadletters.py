@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from cli.output import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, Json, fail, out, print_json
+from cli.progress import bar, on_terminal
 from herald.errors import BrokerUnavailable
 
 deadletters_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
@@ -49,8 +50,12 @@ def deadletters_list(
 @deadletters_app.command("replay")
 def deadletters_replay(
     ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (default: all not replayed).")] = None,
+    as_json: Json = False,
 ) -> None:
     """Send dead letters back into the pipeline (malformed messages have nothing to replay).
+
+    One dead letter at a time, each in its own transaction, with a progress bar on a terminal. If the broker
+    goes away half-way, those already replayed stay replayed: the message says which, and exit 3.
 
     Examples:
 
@@ -60,11 +65,30 @@ def deadletters_replay(
     """
     from herald import deadletters
 
-    try:
-        done = deadletters.replay(ids or None)
-    except BrokerUnavailable as exc:
-        fail(EXIT_UNAVAILABLE, str(exc))
+    todo = list(dict.fromkeys(ids)) if ids else _open_ids()
+    done: list[int] = []
+    with bar(f"replaying {len(todo)} dead letter(s)", len(todo), shown=on_terminal(as_json)) as advance:
+        for dead_letter in todo:
+            try:
+                done += deadletters.replay([dead_letter])
+            except BrokerUnavailable as exc:
+                fail(EXIT_UNAVAILABLE, f"{exc} (replayed before it: {', '.join(map(str, done)) or 'none'})")
+            advance(1)
+    if as_json:
+        print_json({"replayed": done, "skipped": [i for i in todo if i not in done]})
+        return
     out.print(f"replayed {len(done)} dead letter(s): {', '.join(map(str, done)) or '-'}")
+
+
+def _open_ids() -> list[int]:
+    """The dead letters not replayed yet, oldest first."""
+    from sqlalchemy import select
+
+    from herald import db
+    from herald.models import DeadLetter
+
+    with db.session() as s:
+        return list(s.scalars(select(DeadLetter.id).where(DeadLetter.replayed_at.is_(None)).order_by(DeadLetter.id)))
 
 
 @deadletters_app.command("dismiss")

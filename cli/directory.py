@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.output import EXIT_BAD_INPUT, err, out
+from cli.output import EXIT_BAD_INPUT, Json, err, out, print_json
+from cli.progress import bar, on_terminal
 from herald.errors import DirectoryError
 
 directory_app = typer.Typer(help="Check and load the directory file.", no_args_is_help=True)
@@ -39,16 +40,30 @@ def directory_check(file: Annotated[Path, typer.Argument(help="The directory YAM
 
 
 @directory_app.command("apply")
-def directory_apply(file: Annotated[Path, typer.Argument(help="The directory YAML file.")]) -> None:
+def directory_apply(
+    file: Annotated[Path, typer.Argument(help="The directory YAML file.")],
+    as_json: Json = False,
+) -> None:
     """Validate a directory file and load it into the database (one transaction).
 
-    Example:
+    On a terminal a progress bar follows the three steps: read and validate, apply, commit.
+
+    Examples:
 
         herald directory apply ops/directory.yaml
+
+        herald directory apply ops/directory.yaml --json
     """
     from herald import db, directory
 
-    spec = _load_directory(file)
-    with db.session() as s:
-        counts = directory.apply(spec, s)
+    with bar(f"applying {file}", 3, shown=on_terminal(as_json)) as advance:
+        spec = _load_directory(file)
+        advance(1)
+        with db.session() as s:
+            counts = directory.apply(spec, s)
+            advance(1)
+        advance(1)  # committed
+    if as_json:
+        print_json({"file": str(file), "applied": counts})
+        return
     out.print(f"{file}: applied " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))

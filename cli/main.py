@@ -16,6 +16,7 @@ import typer
 
 from cli import demo, events, sweeps, workers
 from cli.api import api
+from cli.audit import audit_app
 from cli.channels import devices_app, fakes_app, vapid_app
 from cli.credentials import credentials_app
 from cli.deadletters import deadletters_app
@@ -48,6 +49,7 @@ app.add_typer(sweeps.sweep_app, name="sweep")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(keys_app, name="keys")
 app.add_typer(people_app, name="people")
+app.add_typer(audit_app, name="audit")
 app.add_typer(devices_app, name="devices")
 app.add_typer(vapid_app, name="vapid")
 app.add_typer(fakes_app, name="fakes")

@@ -63,7 +63,8 @@ class Subject(BaseModel):
 
 
 class OpenNotification(BaseModel):
-    notification_id: int
+    notification_id: int  # the newest of the person's notifications about the subject
+    notification_ids: list[int]  # all of them, newest first (a push's #n= may name an older one)
     event_id: uuid.UUID
     event_type: str
     summary: str
@@ -160,7 +161,7 @@ def my_notifications(person: PersonId, limit: Annotated[int, Query(ge=1, le=200)
                          .where(Notification.person_id == person)
                          .order_by(Notification.created_at.desc(), Notification.id.desc()).limit(SCAN)).all()
         subjects = _open_subjects(s, [event for _, event in rows], person)
-        found: list[OpenNotification] = []
+        found: dict[tuple[str, Any], OpenNotification] = {}
         seen: set[tuple[str, Any]] = set()
         since = utcnow() - timedelta(days=NOTICE_DAYS)
         for notification, event in rows:
@@ -170,22 +171,30 @@ def my_notifications(person: PersonId, limit: Annotated[int, Query(ge=1, le=200)
                 if key in seen:
                     continue
                 seen.add(key)  # the newest of its kind decides: a cleared condition is no longer listed
-                if notification.created_at < since or event.type.endswith("_cleared"):
+                if notification.created_at < since or event.type.endswith("_cleared") or len(found) == limit:
                     continue
                 subject = Subject(type="notice", id=notification.id, status=event.severity, severity=event.severity,
                                   title=_notice_title(event))
-            elif subject is None or (subject.type, subject.id) in seen:
+            elif subject is None:
                 continue
-            seen.add((subject.type, subject.id))
-            found.append(OpenNotification(
-                notification_id=notification.id, event_id=event.id, event_type=event.type,
+            key = (subject.type, subject.id)
+            listed = found.get(key)
+            if listed is not None:  # an older notification of the same subject
+                listed.notification_ids.append(notification.id)
+                if not listed.actions and not subject.my_vote:
+                    # the newest may offer nothing (a response telling the others): an older one's tokens then
+                    listed.actions = _tokens(s, notification)
+                continue
+            if len(found) == limit:
+                continue
+            found[key] = OpenNotification(
+                notification_id=notification.id, notification_ids=[notification.id], event_id=event.id,
+                event_type=event.type,
                 summary=EVENT_TYPES[event.type].summary if event.type in EVENT_TYPES else event.type,
                 body=_body(event, notification),
                 environment=event.environment, created_at=notification.created_at, subject=subject,
-                actions={} if subject.my_vote else _tokens(s, notification)))
-            if len(found) == limit:
-                break
-        return found
+                actions={} if subject.my_vote else _tokens(s, notification))
+        return list(found.values())
 
 
 def _open_subjects(s: Session, events: list[EventRow], person: str) -> dict[uuid.UUID, Subject]:

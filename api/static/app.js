@@ -175,8 +175,12 @@ function entry(item, focus, comments) {
   const n = String(item.notification_id);
   const severity = s.severity || "info";
   const card = el("li", {className: "card " + s.type + " severity-" + severity, id: "n-" + n, tabIndex: -1,
-                         dataset: {notification: n, subject: s.type + ":" + s.id}});
-  if (n === focus) card.classList.add("focus");
+                         dataset: {notification: n, subject: s.type + ":" + s.id,
+                                   notifications: (item.notification_ids || [item.notification_id]).join(" ")}});
+  if (focus && (item.notification_ids || [item.notification_id]).map(String).includes(focus)) {
+    card.classList.add("focus");
+    card.dataset.focus = "true";
+  }
   const kind = {incident: "Incident #" + s.id, approval: "Approval #" + s.id, notice: "Notice"}[s.type] || s.type;
   card.append(
     el("div", {className: "chips"}, chip(item.environment, "env"), chip(severity, severity), chip(kind),
@@ -291,8 +295,9 @@ async function whoAmI() {
 function focusFromFragment() {
   const n = fragment().get("n");
   if (!n) return;
-  const card = $("n-" + n);
   for (const c of document.querySelectorAll("#list .focus")) c.classList.remove("focus");
+  const card = [...document.querySelectorAll("#list li.card")].find((c) =>
+    c.id === "n-" + n || (c.dataset.notifications || "").split(" ").includes(n));
   if (card) {
     card.classList.add("focus");
     card.scrollIntoView({block: "center"});

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from herald.settings import get_settings
 from tests.integration.apiclient import api_client, approval, bearer, incident, sign_in
@@ -137,3 +138,21 @@ def test_notices_are_listed_until_cleared(people: TestClient) -> None:
     assert notice["actions"] == {}
     notify("ops.queue_backlog_cleared")
     assert people.get("/v1/me/notifications", headers=alice).json() == []
+
+
+def test_an_older_notification_offers_the_tokens_when_the_newest_only_told_me(people: TestClient) -> None:
+    from herald import db
+    from herald.models import Notification
+    from tests.integration.apiclient import event
+
+    incident_id, opened = incident("prod")
+    with db.session() as s:
+        older = s.scalar(select(Notification.id).where(Notification.event_id == opened))
+        told = event("prod", "response.acknowledged", incident_id=incident_id, data={"responder": "bruno"})
+        told.flow = "response"
+        s.add(told)
+        s.flush()
+        s.add(Notification(event_id=told.id, person_id="alice", route="responses", reason="notified"))
+    [listed] = people.get("/v1/me/notifications", headers=bearer(sign_in("alice"))).json()
+    assert listed["event_type"] == "response.acknowledged" and listed["notification_ids"][1] == older
+    assert set(listed["actions"]) == {"acknowledge", "resolve", "follow_up"}

@@ -62,6 +62,9 @@ def _print_summary(result: dict[str, Any]) -> None:
     _print_written_back(result["written_back"])
     _print_webhooks(result["webhooks"])
     out.print("trace one event: herald events list, then herald events show ID")
+    page = result["responder"]
+    out.print(f"the responder page, once `herald api` runs: {page['url']}; sign in as {page['person']} "
+              f"(the link works once): {page['link']}", markup=False)
 
 
 def _print_failures(result: dict[str, Any]) -> None:

@@ -460,4 +460,16 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
     result["deliberate_faults"] = faults
     result["fakes_seen"] = str(settings.data_dir / "demo-fakes.json") if fakes is not None else None
     result["worker_log"] = str(log_path)
+    result["responder"] = responder_page()
     return result
+
+
+def responder_page(person: str = "alice") -> dict[str, str]:
+    """The responder page's address (`herald api` serves it on this database) and a one-time sign-in link to it
+    for one sample person."""
+    from herald import signin
+
+    base = get_settings().public_url.rstrip("/")
+    with db.session() as s:
+        link = signin.create_link(s, person)
+    return {"url": f"{base}/app/", "person": person, "link": f"{base}/app/#signin={link}"}

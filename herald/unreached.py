@@ -35,7 +35,7 @@ from sqlalchemy import ColumnElement, and_, exists, insert, or_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from herald import escalation
+from herald import db, escalation
 from herald.channels.email import NAME as EMAIL
 from herald.channels.email.addresses import ensure as email_addresses
 from herald.lanes import PAGE_SEVERITIES, Lane, is_ops, lane_of, queue_for
@@ -67,12 +67,26 @@ class UnreachedPage:
 
 
 def after_deliveries(s: Session, delivery_ids: Sequence[int]) -> int:
-    """The deliver worker, in the transaction that ended these targets failed or dead (after their
-    notifications' status was settled): record the pages among them that reached nobody. Returns how many."""
+    """The deliver worker, in the transaction that ended these targets failed or dead: record the pages among
+    their notifications whose every target has now ended unsent. Returns how many.
+
+    The page notifications are locked first, in id order: when two deliver tasks (two channels' batches) end the
+    last two targets of one notification at once, neither sees the other's uncommitted failure, so the second
+    waits here for the first's commit and then sees every target ended (the notification's ``failed`` status,
+    settled before this call, can miss that race; this check does not)."""
     if not delivery_ids:
         return 0
     of_targets = Notification.id.in_(select(Delivery.notification_id).where(Delivery.id.in_(delivery_ids)))
-    return _record(s, and_(of_targets, Notification.status == "failed"), "every delivery failed")
+    pages = (select(Notification.id).join(EventRow, EventRow.id == Notification.event_id)
+             .where(of_targets, Notification.unreached_at.is_(None), _is_page()).order_by(Notification.id))
+    if db.is_postgres():
+        pages = pages.with_for_update(of=Notification)
+    locked = list(s.scalars(pages))
+    if not locked:
+        return 0
+    unsent = ~exists().where(Delivery.notification_id == Notification.id, Delivery.status.not_in(("failed", "dead")))
+    return _record(s, and_(Notification.id.in_(locked), Notification.status.in_(("queued", "failed")), unsent),
+                   "every delivery failed")
 
 
 def after_resolve(s: Session, notification_ids: Iterable[int]) -> int:

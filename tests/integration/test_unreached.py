@@ -7,12 +7,13 @@ call the stages in this process, as the workers would.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text, update
 
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
@@ -258,3 +259,42 @@ def test_a_route_that_names_email_sends_email_and_one_that_names_nothing_leaves_
     # when a route names no channels, his phone gets the next event, not his e-mail (though its row exists)
     load(route_to("bob"))
     assert [channel for channel, _ in resolve_now(page_event("info", incident=False))] == ["fcm"]
+
+
+def test_two_workers_ending_a_persons_last_two_targets_at_once_still_record_her_unreached(fake: FakeProviders) -> None:
+    # given ana with two dead phones, one delivery batch each
+    spec = route_to("ana")
+    spec["people"][1]["devices"].append({"channel": "fcm", "token": "fcm-ana-tablet"})
+    load(spec)
+    fake.providers["fcm"].switches.dead_tokens.update({"fcm-ana", "fcm-ana-tablet"})
+    with herald_env({"HERALD_BATCH_SIZE": "1"}):
+        first, second = resolve_now(page_event())
+    [(one,)] = rows(select(Delivery.id).where(Delivery.batch_id == first[1]))
+    # when one worker ends the first target and, before it commits, another ends the second
+    with db.session() as s:
+        s.execute(update(Delivery).where(Delivery.id == one).values(status="failed"))
+        assert unreached.after_deliveries(s, [one]) == 0  # the other target is still pending, as far as it sees
+        other = threading.Thread(target=deliver_batch, args=("fcm", str(second[1]), None))
+        other.start()
+        wait_until(lambda: rows(select(func.count()).select_from(text("pg_stat_activity"))
+                                .where(text("wait_event_type = 'Lock'")))[0][0] > 0, timeout_s=10,
+                   message="the second worker waiting for the notification's lock")
+    other.join(10)
+    # then the second one, seeing both ended once the first committed, records ana unreached and e-mails her
+    assert unreached_notifications() == [("ana", True)] and len(email_batches()) == 1
+
+
+def test_an_email_the_server_refuses_is_failed_with_its_reason_and_nothing_more_is_raised(fake: FakeProviders) -> None:
+    # given carl (no device) paged, and a mail server that refuses his address for policy reasons
+    load(route_to("carl"))
+    fake.providers["email"].switches.errors["carl@example.com"] = "554"
+    resolve_now(page_event())
+    # when the e-mail fallback is sent
+    [batch] = email_batches()
+    deliver_batch("email", str(batch), None)
+    # then it is failed with the server's reply, his address kept, and the page stays unreached, once
+    [(status, error)] = rows(select(Delivery.status, Delivery.last_error).where(Delivery.channel == "email"))
+    assert status == "failed" and error.startswith("554 5.7.1 Transaction failed")
+    assert rows(select(Device.active).where(Device.channel == "email")) == [(True,)]
+    assert rows(select(Notification.status)) == [("unreached",)] and email_batches() == [batch]
+    assert len([e for (e,) in rows(select(Outbox.envelope)) if e["type"] == "ops.page_unreached"]) == 1

@@ -5,7 +5,7 @@ Recipients come from the routes in order (the first matching route wins unless i
 Besides the routes, the enrichment may name people to tell whatever the routes say (the others
 of an answer, whose notification it replaces) and people never told (an approval's requester, the
 person who answered: no echo of their own answer); see herald/flows.py. Quiet hours hold back
-everything but critical events; channel opt-outs always hold.
+everything but critical events and escalation steps; channel opt-outs always hold.
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def notify(event_id: uuid.UUID, now: datetime) -> Iterator[list[tuple[str, uuid.
         event = s.get_one(EventRow, event_id)
         chosen = recipients(s, event, now)
         done = set(s.scalars(select(Notification.person_id).where(Notification.event_id == event_id)))
-        critical = Severity(event.severity) is Severity.critical
+        # quiet hours hold everything but critical events and an escalation step's page (its people are on call)
+        critical = Severity(event.severity) is Severity.critical or bool((event.enrichment or {}).get("only_tell"))
     if not chosen:
         log.warning("event %s (%s) matched no recipient", event.id, event.type, extra={"event_id": str(event.id)})
         return

@@ -369,3 +369,35 @@ def test_incidents_list_and_show(chain_directory: Path) -> None:
     unknown = runner.invoke(app, ["incidents", "show", "999999"])
     assert unknown.exit_code == 2 and "no incident with id 999999" in unknown.stderr
     assert runner.invoke(app, ["incidents", "list", "--status", "nope"]).exit_code == 2
+
+
+def test_a_normal_step_pages_its_on_call_person_through_quiet_hours(clean: None, tmp_path: Path) -> None:
+    from herald.models import Notification
+    from workers.resolve import notify
+
+    # given ben, next on call, in quiet hours all day long, with a device
+    apply(tmp_path, DIRECTORY.replace("  - {id: ben, name: Ben}", '  - {id: ben, name: Ben, quiet_hours: ["00:00", '
+                                      '"23:59"], devices: [{channel: fcm, token: fcm-ben}]}'))
+    incident_id = fail_flow()
+    # when step 2 (importance normal: severity error) pages him
+    timers.tick(later(6))
+    pump()
+    second = step_events(incident_id)[1]
+    assert (second.severity, second.data["people"]) == ("error", ["ben"])
+    for _ in notify(second.id, utcnow()):
+        pass
+    # then quiet hours do not hold it back: he is on call
+    with db.session() as s:
+        note = s.scalar(select(Notification).where(Notification.event_id == second.id))
+        assert note is not None and (note.person_id, note.status) == ("ben", "queued")
+    # while an ordinary error event to him in quiet hours is held back (the rule it is an exception to)
+    plain = ingest_and_enrich(make_event("flow.failed", {"flow": "billing", "error": "x"}, environment="prod",
+                                         severity="error"))
+    with db.session() as s:
+        row = s.get_one(EventRow, plain)
+        row.enrichment = {**(row.enrichment or {}), "tell": {"ben": "test"}}
+    for _ in notify(plain, utcnow()):
+        pass
+    with db.session() as s:
+        assert s.scalar(select(Notification.status).where(Notification.event_id == plain,
+                                                          Notification.person_id == "ben")) == "suppressed"

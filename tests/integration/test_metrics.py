@@ -154,6 +154,23 @@ def attempts_by_channel_and_outcome() -> dict[tuple[str, ...], float]:
         .group_by(Delivery.channel, DeliveryAttempt.outcome))}
 
 
+def _counted_all(scraped: str, engine: Any = None) -> str | None:
+    """The scrape, once its send results and sent targets are as many as the rows (of ``engine``, else herald's)."""
+    query = ("SELECT (SELECT count(*) FROM delivery_attempts WHERE outcome <> 'lost'), "
+             "(SELECT count(*) FROM deliveries WHERE status = 'sent')")
+    if engine is None:
+        with db.session() as s:
+            attempts, sent = s.execute(text(query)).one()
+    else:
+        with engine.connect() as c:
+            attempts, sent = c.execute(text(query)).one()
+    found = samples(scraped)
+    counted = sum(by(found, "herald_deliveries_total", "outcome").values()) - \
+        by(found, "herald_deliveries_total", "outcome").get(("deferred",), 0)
+    timed = sum(by(found, "herald_publish_to_sent_seconds_count", "flow").values())
+    return scraped if (counted, timed) == (attempts, sent) else None
+
+
 def metric_names(text: str) -> set[str]:
     """Every name a scrape defines (TYPE lines: families without samples too), with its sample suffixes."""
     names = set()
@@ -192,8 +209,9 @@ def test_deliveries_counted_by_prefork_workers_equal_the_rows_on_every_scrape(
     event_ids = [publish(order(f"PO-{i}")) for i in range(3)]
     promtool("check", "metrics", stdin=scrape(serve))
     wait_until(lambda: all_done(event_ids), timeout_s=180, message="all targets terminal")  # a loaded CI machine
-    # then each scrape of `herald metrics serve` counts what the rows say, per channel and outcome
-    text = scrape(serve)
+    # then `herald metrics serve` counts what the rows say, per channel and outcome (a worker counts a batch
+    # right after committing it: the last one may still be on its way when the rows are all there)
+    text = wait_until(lambda: _counted_all(scrape(serve)), timeout_s=30, message="the scrape to count every row")
     promtool("check", "metrics", stdin=text)
     found = samples(text)
     counted = by(found, "herald_deliveries_total", "channel", "outcome")
@@ -269,7 +287,8 @@ def test_on_the_embedded_default_prefork_workers_are_counted_too(tmp_path: Path)
 
         wait_until(settled, timeout_s=180, interval_s=1, message="burst delivered on SQLite")
         # then `herald metrics show`, another process, counts what the rows say, in <data_dir>/metrics
-        shown = herald("metrics", "show")
+        shown = wait_until(lambda: _counted_all(herald("metrics", "show"), engine), timeout_s=30,
+                           message="the scrape to count every row")
     finally:
         stop_warmly([worker])
         log.close()

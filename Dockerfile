@@ -18,4 +18,6 @@ RUN pip install --no-cache-dir -c requirements.lock . \
     && install -d -o herald -g herald -m 700 /var/lib/herald
 USER herald
 VOLUME ["/var/lib/herald"]
+# Exec form, and no init process: herald is the container's PID 1, so a worker's Celery node is <pool>-1@<hostname>,
+# the node its compose healthcheck pings (tests/unit/test_compose.py).
 ENTRYPOINT ["herald"]

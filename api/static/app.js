@@ -236,12 +236,14 @@ async function act(item, action, token, comment, buttons, feedback) {
   await refresh(true);
 }
 
-// What to look at first: what asks for an answer, incidents before approvals before notices, the worst first.
+// What to look at first: what asks for an answer (before what someone already acknowledged), incidents before
+// approvals before notices, the worst first, the newest first.
 const KINDS = {incident: 0, approval: 1, notice: 2};
 const SEVERITIES = {critical: 0, error: 1, warning: 2, info: 3};
 
 function urgency(a, b) {
-  const key = (i) => [Object.keys(i.actions || {}).length ? 0 : 1, KINDS[i.subject.type] ?? 3,
+  const waiting = (i) => !Object.keys(i.actions || {}).length ? 2 : i.subject.status === "acknowledged" ? 1 : 0;
+  const key = (i) => [waiting(i), KINDS[i.subject.type] ?? 3,
                       SEVERITIES[i.subject.severity] ?? 4];
   const [x, y] = [key(a), key(b)];
   for (let k = 0; k < x.length; k++) if (x[k] !== y[k]) return x[k] - y[k];

@@ -383,8 +383,8 @@ def test_screenshots_at_phone_and_desktop_width(browsers: Any, api: str, people:
     scenes.notice("alice", type="ops.queue_backlog")
     old, _ = scenes.incident("alice", flow="edi-inbound", status="resolved")
     scenes.answered("alice", "incident", old, "resolve", comment="replayed the 14 stuck files")
-    scenes.answered("alice", "approval", approval_id, "approve", outcome="refused", ago=timedelta(minutes=30),
-                    reason="approval 3 is already approved")
+    scenes.answered("alice", "incident", old, "acknowledge", outcome="refused", ago=timedelta(minutes=30),
+                    reason=f"incident {old} is already resolved")
     browser = browsers(PHONE)
     sign_in(browser, api, "alice")
     find(browser, card(f"approval:{approval_id}"))

@@ -33,6 +33,10 @@ DOCS: dict[str, str] = {
     "delivery_deadline_s": "JSON object: severity -> seconds a delivery target is retried (transient failures, its "
                            "host's circuit open) before it is dead-lettered; a severity not named keeps its default "
                            "(docs/channels.md, \"Retries: a deadline, not a count\")",
+    "urgent_lane": "pages (severity critical or error, escalation steps) ride the `urgent` queue and pool through "
+                   "every stage; `false` sends them down the bulk queues (only where no `urgent` pool runs)",
+    "bulk_nice": "niceness (0-19) of a worker that consumes only bulk queues: on a host shared with the urgent pool, "
+                 "a burst yields the CPU to pages",
     "max_task_attempts": "attempts per task (transient errors other than an outage) before it is dead-lettered",
     "outage_deadline_s": "a task that cannot reach the database or the broker is retried with backoff for this "
                          "long after its first failure (any number of attempts) before it is dead-lettered",

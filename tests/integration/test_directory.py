@@ -75,7 +75,7 @@ def test_apply_is_repeatable_and_people_removed_are_deactivated(clean: None, tmp
                        "    devices: [{channel: fcm, token: apns-bruno-iphone}]\n")
     with db.session() as s:
         counts = directory.apply(directory.load(smaller), s)
-    assert counts["deactivated_people"] == 5
+    assert counts["deactivated_people"] == 6
     assert rows(select(Person.id).where(Person.active)) == [("alice",)]
     active = rows(select(Device.token, Device.person_id, Device.channel).where(Device.active).order_by(Device.id))
     # alice's old devices stay hers; bruno's devices went with him; the fcm token is new

@@ -29,7 +29,9 @@ from devtools.fakes.registry import FAKES
 from herald import channels
 
 # Every registered channel that has a fake to send to (devtools/fakes/registry.py).
-CHANNELS: tuple[str, ...] = tuple(name for name in channels.names() if name in FAKES)
+# A channel only routes that name it reach (e-mail, the fallback) is not a fan-out channel: left out.
+CHANNELS: tuple[str, ...] = tuple(name for name in channels.names() if name in FAKES
+                                  and not channels.get(name).named_only)
 
 
 def percentile(values: list[float], q: float) -> float:

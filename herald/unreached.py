@@ -41,6 +41,7 @@ from herald.channels.email.addresses import ensure as email_addresses
 from herald.lanes import PAGE_SEVERITIES, Lane, is_ops, lane_of, queue_for
 from herald.models import Delivery, EventRow, Incident, IncidentPage, Notification, utcnow
 from herald.settings import get_settings
+from herald.taskbase import deliver_by
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def _email(s: Session, marked: Sequence[Any], events: dict[uuid.UUID, Any], now:
         batch = uuid.uuid4()
         rows.append({"notification_id": m.id, "device_id": devices[m.person_id], "event_id": m.event_id,
                      "channel": EMAIL, "batch_id": batch, "status": "pending", "attempts": 0, "due_at": now,
-                     "updated_at": now})
+                     "deliver_by": deliver_by(event.severity, now), "updated_at": now})
         batches.append((batch, lane_of(event.type, event.source, event.severity)))
     if rows:
         s.execute(insert(Delivery), rows)

@@ -227,6 +227,8 @@ def test_a_page_to_someone_without_a_device_is_unreached_at_resolve_and_emailed(
     assert rows(select(Notification.status, Notification.status_reason)) == [("unreached", "unreached: no usable "
                                                                                             "device")]
     [batch] = email_batches()
+    # its retries are bounded by the page's deadline, as any delivery's (herald/taskbase.py deliver_by)
+    assert rows(select(Delivery.deliver_by.is_not(None)).where(Delivery.channel == "email")) == [(True,)]
     deliver_batch("email", str(batch), None)
     [mail] = emails(fake, "carl@example.com")
     assert any("action=acknowledge" in link for link in mail["links"])

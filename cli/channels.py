@@ -148,11 +148,11 @@ def fakes_serve(
     folder: Annotated[Path, typer.Option("--dir", help="Where to write the fakes' keys and fakes.env.")]
     = Path(".herald/fakes"),
     host: Annotated[str, typer.Option(help="Address to listen on (loopback only by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Base port: control, then fcm, apns, apns sandbox, webpush "
+    port: Annotated[int, typer.Option(help="Base port: control, then fcm, apns, apns sandbox, webpush, smtp "
                                            "(0: any free ports).", envvar="HERALD_FAKES_PORT")] = 8800,
     latency_ms: Annotated[float, typer.Option(help="Latency added to every answer.")] = 0.0,
 ) -> None:
-    """Run the FCM, APNs and Web Push fakes until interrupted; print their URLs and herald's environment.
+    """Run the FCM, APNs, Web Push and SMTP fakes until interrupted; print their URLs and herald's environment.
 
     Switches (latency, error rate, dead tokens, 429 + Retry-After, outage, and per host a hang or a
     refused connection) change at run time through the control URL, for example:

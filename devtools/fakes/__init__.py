@@ -1,4 +1,4 @@
-"""Local, protocol-faithful fakes of FCM, APNs and Web Push, shipped for tests, the demo and bench.
+"""Local, protocol-faithful fakes of FCM, APNs, Web Push and SMTP, shipped for tests, the demo and bench.
 
     from devtools.fakes import FakeProviders
     fakes = FakeProviders(Path("/tmp/fakes")).start_in_thread()

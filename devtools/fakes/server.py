@@ -1,4 +1,4 @@
-"""All three fakes on one event loop, with a control API, in the foreground or in a thread."""
+"""Every channel's fake on one event loop, with a control API, in the foreground or in a thread."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ OFFSETS = {"control": 0, "fcm": 1, "apns": 2, "apns_sandbox": 3, "webpush": 4, "
 
 
 class FakeProviders:
-    """The fakes of FCM, APNs (production and sandbox hosts) and Web Push, and their control API."""
+    """The fakes of FCM, APNs (production and sandbox hosts), Web Push and SMTP, and their control API."""
 
     def __init__(self, folder: Path, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0) -> None:
         self.folder = folder

@@ -24,6 +24,7 @@ const fragment = () => new URLSearchParams(location.hash.slice(1));
 let lastList = "";
 let lastAnswers = "";
 let timer = null;
+const notes = new Map();  // notification id -> the outcome of the last answer given on this page, kept across re-renders
 
 function say(text, kind = "info") {
   const status = $("status");
@@ -113,7 +114,13 @@ async function signInFromFragment() {
     await exchange(link);
   } else {
     localStorage.setItem(SESSION, oidc);
-    say("Signed in with your identity provider.", "ok");
+    const me = await call("/v1/me");
+    if (me.ok) {
+      say("Signed in with your identity provider.", "ok");
+    } else {
+      localStorage.removeItem(SESSION);
+      say("Sign-in refused: " + me.reason + ".", "error");
+    }
   }
 }
 
@@ -196,12 +203,16 @@ function entry(item, focus, comments) {
       : s.type === "approval" ? "You cannot vote on this one (your own request, or you are not one of its approvers)."
       : "Nothing for you to answer here.";
     card.append(el("p", {className: "muted"}, why));
+    const note = notes.get(n);
+    if (note) card.append(el("p", {className: "feedback", dataset: {kind: note.kind}}, note.text));
     return card;
   }
   const commentId = "comment-" + n;
   const comment = el("textarea", {id: commentId, name: "comment", rows: 2, maxLength: 2000,
                                   value: comments.get(n) || "", placeholder: "Why, or what you will do"});
-  const feedback = el("p", {className: "feedback", role: "status", id: "feedback-" + n});
+  const note = notes.get(n);
+  const feedback = el("p", {className: "feedback", id: "feedback-" + n, dataset: note ? {kind: note.kind} : {}},
+                      note ? note.text : null);
   const buttons = el("div", {className: "actions", role: "group", "aria-labelledby": "title-" + n});
   for (const [action, token] of actions) {
     const done = action === "acknowledge" && s.status === "acknowledged";  // offered, but no longer the main thing
@@ -223,17 +234,19 @@ async function act(item, action, token, comment, buttons, feedback) {
   if (answer.ok) {
     comment.value = "";
     const message = "Done: you " + (DONE[action] || action) + " " + what + ".";
-    feedback.textContent = message;
-    feedback.dataset.kind = "ok";
+    notes.set(String(item.notification_id), {text: message, kind: "ok"});
     say(message, "ok");
   } else {
     const message = "Not applied: " + (WHY[answer.status] || "") + " " + answer.reason + ".";
-    feedback.textContent = message;
-    feedback.dataset.kind = "error";
+    notes.set(String(item.notification_id), {text: message, kind: "error"});
     say(message, "error");
     for (const b of buttons.querySelectorAll("button")) b.disabled = false;
   }
+  feedback.textContent = notes.get(String(item.notification_id)).text;
   await refresh(true);
+  // keyboard users land on the card they answered (or the list, when it left it), not at the top of the page
+  const card = $("n-" + item.notification_id);
+  (card || $("open")).focus();
 }
 
 // What to look at first: what asks for an answer (before what someone already acknowledged), incidents before
@@ -398,7 +411,11 @@ function listenToWorker() {
 
 document.addEventListener("DOMContentLoaded", async () => {
   $("push").addEventListener("click", togglePush);
-  $("sign-out").addEventListener("click", () => signOut("Signed out."));
+  $("sign-out").addEventListener("click", async () => {
+    // a shared browser stops receiving this person's notifications when they sign out
+    if ($("push").getAttribute("aria-pressed") === "true") await turnOff();
+    signOut("Signed out.");
+  });
   $("refresh").addEventListener("click", () => refresh(true));
   $("signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -34,6 +34,7 @@ from herald.models import Answer, Approval, ApprovalVote, Device, Incident
 from tests.browser import scenes
 from tests.browser.conftest import DESKTOP, PHONE, SCREENSHOTS, Browser
 from tests.integration.conftest import DATA_DIR, ROOT, SAMPLE_DIRECTORY, track_log, wait_until
+from tests.integration.test_signin import AUDIENCE, ISSUER, IdentityProvider
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 SECRET_VAR = "HERALD_TEST_WEBHOOK_SECRET"
@@ -47,8 +48,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[str]:
-    """`herald api` on a free loopback port, with a VAPID key and its own URL as HERALD_PUBLIC_URL."""
+def idp() -> Iterator[IdentityProvider]:
+    provider = IdentityProvider()
+    yield provider
+    provider.close()
+
+
+@pytest.fixture(scope="module")
+def api(idp: IdentityProvider) -> Iterator[str]:
+    """`herald api` on a free loopback port, with a VAPID key, its own URL as HERALD_PUBLIC_URL, and a local
+    identity provider for OIDC sign-in."""
     from herald.channels import vapid
 
     port = free_port()
@@ -57,7 +66,8 @@ def api() -> Iterator[str]:
     if not key.exists():
         vapid.generate(key)
     env = {**os.environ, "HERALD_PUBLIC_URL": url, "HERALD_WEBPUSH_VAPID_KEY_FILE": str(key),
-           "HERALD_WEBHOOK_ALLOW_LOOPBACK": "true", SECRET_VAR: SECRET}
+           "HERALD_WEBHOOK_ALLOW_LOOPBACK": "true", SECRET_VAR: SECRET,
+           "HERALD_OIDC_ISSUER": ISSUER, "HERALD_OIDC_AUDIENCE": AUDIENCE, "HERALD_OIDC_JWKS_URL": idp.url}
     log = track_log(DATA_DIR / f"api-browser-{port}.log")
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", str(port)], cwd=ROOT, env=env,
@@ -172,6 +182,9 @@ def test_sign_in_acknowledge_an_incident_and_see_it_everywhere(browsers: Any, ap
     focused.send_keys(Keys.ENTER)
 
     until_text(browser, "#status", "Done: you acknowledged orders-to-erp failed")
+    wait_until(lambda: browser.driver.switch_to.active_element.get_attribute("data-subject") ==
+               f"incident:{incident_id}", timeout_s=WAIT_S, message="focus on the card answered")
+    until_text(browser, card(f"incident:{incident_id}") + " .feedback", "Done: you acknowledged")
     until_text(browser, card(f"incident:{incident_id}"), "acknowledged")
     until_text(browser, card(f"incident:{incident_id}"), "alice")  # the assignee now
     until_text(browser, "#answers", "Acknowledge")
@@ -203,6 +216,20 @@ def test_sign_in_acknowledge_an_incident_and_see_it_everywhere(browsers: Any, ap
     browser.driver.find_element(By.ID, "sign-out").click()
     browser.driver.get(f"{api}/app/#signin={link}")
     until_text(browser, "#status", "this sign-in link was already used")
+    assert find(browser, "#signed-out").is_displayed()
+
+
+def test_sign_in_with_the_identity_providers_token(browsers: Any, api: str, idp: IdentityProvider,
+                                                   people: Receiver) -> None:
+    incident_id, notification_id = scenes.incident("alice")
+    browser = browsers(PHONE)
+    browser.driver.get(f"{api}/app/#id_token={idp.token(email='alice@example.com')}&n={notification_id}")
+    until_text(browser, "#status", "Signed in with your identity provider")
+    until_text(browser, "#who", "Alice Martin")
+    find(browser, card(f"incident:{incident_id}") + ".focus")  # the notification it was opened for
+    assert "id_token" not in browser.driver.current_url
+    browser.driver.get(f"{api}/app/#id_token={idp.token(email='nobody@example.com')}")
+    until_text(browser, "#status", "Sign-in refused: no single active directory person matches")
     assert find(browser, "#signed-out").is_displayed()
 
 

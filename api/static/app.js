@@ -430,7 +430,37 @@ document.addEventListener("DOMContentLoaded", async () => {
   await start();
 });
 
+// An e-mail's action link (herald/channels/email/message.py): #n=ID&action=ACTION&token=TOKEN. Nothing is applied
+// on opening the link (a mail scanner may open it too): the person confirms, with an optional comment. The token
+// answers for its own person alone, once, so no session is needed.
+function confirmFromFragment() {
+  const params = fragment();
+  const action = params.get("action");
+  const token = params.get("token");
+  if (!action || !token) return;
+  const n = params.get("n");
+  history.replaceState(null, "", location.pathname + (n ? "#n=" + encodeURIComponent(n) : ""));
+  const box = $("confirm");
+  $("confirm-what").textContent = (TITLES[action] || action) + (n ? " notification " + n : "") + "?";
+  $("confirm-comment").value = "";
+  box.hidden = false;
+  $("confirm-yes").disabled = false;
+  $("confirm-yes").focus();
+  $("confirm-yes").onclick = async () => {
+    $("confirm-yes").disabled = true;
+    const text = $("confirm-comment").value.trim();
+    const answer = await call("/v1/actions", {method: "POST", body: text ? {token, comment: text} : {token},
+                                              auth: false});
+    box.hidden = true;
+    if (answer.ok) say("Done: you " + (DONE[action] || action) + (n ? " notification " + n : "") + ".", "ok");
+    else say("Not applied: " + (WHY[answer.status] || "") + " " + answer.reason + ".", "error");
+    await refresh(true);
+  };
+  $("confirm-no").onclick = () => { box.hidden = true; say("Nothing was answered."); };
+}
+
 async function start() {
+  confirmFromFragment();
   await refresh(true);
   if (!localStorage.getItem(SESSION)) return;
   await whoAmI();

@@ -29,8 +29,8 @@ from sqlalchemy import select
 
 from devtools.fakes.testing import herald_env
 from devtools.receiver import Receiver
-from herald import db, directory, signin, writeback
-from herald.models import Answer, Approval, ApprovalVote, Device, Incident
+from herald import actions, db, directory, signin, writeback
+from herald.models import Answer, Approval, ApprovalVote, Device, Incident, Notification
 from tests.browser import scenes
 from tests.browser.conftest import DESKTOP, PHONE, SCREENSHOTS, Browser
 from tests.integration.conftest import DATA_DIR, ROOT, SAMPLE_DIRECTORY, track_log, wait_until
@@ -428,3 +428,40 @@ def test_screenshots_at_phone_and_desktop_width(browsers: Any, api: str, people:
         # nothing wider than the screen: no sideways scrolling at either width
         assert browser.driver.execute_script("return document.documentElement.scrollWidth") <= size[0]
     assert all(p.stat().st_size > 10_000 for p in saved)
+
+
+def test_an_email_action_link_asks_to_confirm_then_answers_without_a_session(browsers: Any, api: str,
+                                                                               people: Receiver) -> None:
+    """The e-mail fallback's links (herald/channels/email/message.py): the page opened with the action's token in
+    its fragment. Opening it applies nothing (a mail scanner may open links); the person confirms."""
+    from herald.channels.email.message import action_links
+    from herald.channels.types import Message, Payload, Target
+    from herald.payload import responder_url
+
+    incident_id, notification_id = scenes.incident("alice")
+    with db.session() as s:
+        tokens = actions.tokens_for(s, s.get_one(Notification, notification_id))
+    message = Message(target=Target(0, 0, "alice@example.com", "email", "default", "production", 0),
+                      payload=Payload("t", "b", None, {}, tokens, None, responder_url(notification_id)),
+                      severity="error", collapse_key=None, ttl_s=60)
+    links = dict(action_links(message))
+    assert set(links) >= {"Acknowledge", "Resolve"}
+    link = links["Acknowledge"].replace(responder_url(notification_id).split("/app/")[0], api)
+    browser = browsers(PHONE)  # not signed in
+    browser.driver.get(link)
+    until_text(browser, "#confirm-what", "Acknowledge")
+    assert "token=" not in browser.driver.current_url  # the token left the address bar
+    with db.session() as s:
+        assert s.get_one(Incident, incident_id).status == "open"  # nothing applied on opening the link
+    find(browser, "#confirm-comment").send_keys("from my mail")
+    press(browser, "#confirm-yes")
+    until_text(browser, "#status", "Done: you acknowledged")
+    with db.session() as s:
+        row = s.get_one(Incident, incident_id)
+        assert (row.status, row.assignee) == ("acknowledged", "alice")
+        answer = s.scalars(select(Answer).where(Answer.person_id == "alice")).one()
+        assert (answer.action, answer.via, answer.comment) == ("acknowledge", "token", "from my mail")
+    # the same link again: refused, and said so
+    browser.driver.get(link)
+    press(browser, "#confirm-yes")
+    until_text(browser, "#status", "Not applied: Already answered")

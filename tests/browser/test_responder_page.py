@@ -442,7 +442,7 @@ def test_an_email_action_link_asks_to_confirm_then_answers_without_a_session(bro
     with db.session() as s:
         tokens = actions.tokens_for(s, s.get_one(Notification, notification_id))
     message = Message(target=Target(0, 0, "alice@example.com", "email", "default", "production", 0),
-                      payload=Payload("t", "b", None, {}, tokens, None, responder_url(notification_id)),
+                      payload=Payload("t", "b", "herald://n", {}, tokens, None, responder_url(notification_id)),
                       severity="error", collapse_key=None, ttl_s=60)
     links = dict(action_links(message))
     assert set(links) >= {"Acknowledge", "Resolve"}

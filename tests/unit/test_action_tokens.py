@@ -7,7 +7,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -298,8 +298,10 @@ def test_three_tokens_and_the_longest_text_stay_within_each_providers_limit(keys
                       tokens, "HERALD_INCIDENT", "https://herald.example.com/app/#n=1099511627776")
     message = Message(Target(1, 1, "t" * 152, "token", "com.example.admin", "production", 1), payload,
                       "critical", "flow:orders-to-erp:prod", 3600, "flow:orders-to-erp:prod")
-    encode, limit = {"fcm": (fcm.encode, MAX_PAYLOAD_BYTES), "apns": (apns.encode, MAX_PAYLOAD_BYTES),
-                     "webpush": (webpush.cleartext, webpush.MAX_CLEARTEXT_BYTES)}[channel]
+    encoders: dict[str, tuple[Callable[[Message], bytes], int]] = {
+        "fcm": (fcm.encode, MAX_PAYLOAD_BYTES), "apns": (apns.encode, MAX_PAYLOAD_BYTES),
+        "webpush": (webpush.cleartext, webpush.MAX_CLEARTEXT_BYTES)}
+    encode, limit = encoders[channel]
     encoded = encode(message)
     assert len(encoded) <= limit
     text = encoded.decode()

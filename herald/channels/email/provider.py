@@ -2,7 +2,8 @@
 
 E-mail is the fallback channel: a handful of messages when pages reach nobody, so a session per message
 (connect, EHLO, STARTTLS or implicit TLS, AUTH, MAIL, RCPT, DATA, QUIT) is simpler than a pool and
-leaves no idle connection for a server to drop. Every command has ``HERALD_EMAIL_SMTP_TIMEOUT_S`` (default: ``HERALD_CHANNEL_TIMEOUT_S``).
+leaves no idle connection for a server to drop. Every command has ``HERALD_EMAIL_SMTP_TIMEOUT_S`` (default:
+``HERALD_CHANNEL_TIMEOUT_S``).
 
 Reply codes map to outcomes through the table in ``__init__`` (enhanced status codes first, RFC 3463).
 A failure before DATA means the message never left (transient); no answer once DATA was under way means

@@ -66,6 +66,10 @@ def worker(
             "-P", kind or (spec.kind if spec else "prefork")]
     if beat:  # the embedded beat reads its table through the scheduler celeryconfig names (schedules/beat.py)
         argv += ["-B", "-s", str(_beat_file())]
+    from herald.lanes import nice_for
+
+    if nice := nice_for(queues):
+        os.nice(nice)  # before the pool forks: its processes inherit it
     from herald.app import app as celery_app
 
     celery_app.worker_main(argv)

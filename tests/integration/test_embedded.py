@@ -42,7 +42,7 @@ def test_two_worker_processes_on_sqlite_deliver_a_burst(tmp_path: Path) -> None:
     workers = Workers()
     try:
         # given two separate worker processes sharing nothing but the data directory
-        for pools in ("ingest,enrich,resolve", "deliver.fcm,deliver.apns,deliver.webpush,retry"):
+        for pools in ("ingest,enrich,resolve,urgent", "deliver.fcm,deliver.apns,deliver.webpush,retry"):
             argv = [sys.executable, "-m", "cli", "worker", "--pool", pools, "--concurrency", "2"]
             log = open(track_log(tmp_path / f"{pools[:6]}.log"), "ab")  # noqa: SIM115
             workers.procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

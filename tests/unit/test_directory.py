@@ -24,7 +24,7 @@ def check(tmp_path: Path, text: str) -> list[str]:
 def test_schema_errors_name_the_line_and_field(tmp_path: Path) -> None:
     problems = check(tmp_path, BROKEN_DIRECTORY)
     assert "FILE:4: people[0].timezone: unknown time zone 'Mars/Olympus'" in problems
-    assert any(p.startswith("FILE:6: people[0].devices[0].channel: Input should be 'fcm', 'apns' or 'webpush'")
+    assert any(p.startswith("FILE:6: people[0].devices[0].channel: Input should be 'fcm', 'apns', 'webpush' or 'email'")
                for p in problems)
     assert "FILE:9: people[1].quiet_hours: '25:00' is not a time of day like 22:00" in problems
     assert "FILE:11: people[1].devices[0]: a webpush device needs exactly one of: subscription" in problems

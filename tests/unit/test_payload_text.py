@@ -279,10 +279,11 @@ def test_a_long_non_ascii_body_keeps_all_that_fits_in_utf8(channel: str, unit: s
     assert len(body) - 1 == (room - len("\u2026".encode())) // len(unit.encode())
 
 
-def test_a_1000_emoji_body_keeps_over_900_on_every_channel() -> None:
+def test_a_1000_emoji_body_keeps_over_850_on_every_channel() -> None:
+    # a page's FCM message also carries its Android notification (channel, tag, priority, sound) in the 4 KB
     kept = {name: len(body_of(name, encode(message("title", "\U0001f600" * 1000))))
             for name, (encode, _) in ENCODERS.items()}
-    assert all(n > 900 for n in kept.values()), kept
+    assert all(n > 850 for n in kept.values()), kept
 
 
 def test_a_cut_never_splits_an_emoji_sequence_a_flag_or_an_accent() -> None:

@@ -32,6 +32,10 @@ class Severity(StrEnum):
         return list(Severity).index(self)
 
 
+# A page: what must wake someone up (herald/lanes.py gives it the urgent lane, the channels' gates a reserve).
+PAGE_SEVERITIES: frozenset[str] = frozenset((Severity.critical, Severity.error))
+
+
 class Flow(StrEnum):
     artifact = "artifact"
     failure = "failure"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from herald import channels
-from herald.events import EVENT_TYPES
+from herald.events import EVENT_TYPES, PAGE_SEVERITIES
 from herald.settings import get_settings
 
 # One deliver task, queue and pool per registered channel (herald/channels/registry.py), known when
@@ -65,8 +65,6 @@ LANE_TASKS: frozenset[str] = frozenset(("herald.ingest", "herald.enrich", "heral
 OPS_LANE_TASKS = LANE_TASKS  # the name before the urgent lane existed
 
 Lane = Literal["bulk", "urgent", "ops"]
-# A page: what must wake someone up (an escalation step is published as critical or error too).
-PAGE_SEVERITIES: frozenset[str] = frozenset(("critical", "error"))
 # Who raises herald's own operations alerts (an event's ``source``): the sweeps and the delivery worker.
 OPS_SOURCES: tuple[str, ...] = ("herald/sweep.", "herald/deliver")
 

@@ -269,9 +269,18 @@ class Gate:
         self.rate_per_s = rate_per_s
         self.circuit_failures = circuit_failures
 
-    def acquire(self, want: int) -> tuple[Lease | None, float]:
-        """Up to ``want`` request slots now, or (None, seconds to wait)."""
-        return self.state.acquire(want, self.max_in_flight, self.rate_per_s)
+    def acquire(self, want: int, *, page: bool = False) -> tuple[Lease | None, float]:
+        """Up to ``want`` request slots now, or (None, seconds to wait).
+
+        A tenth of the in-flight limit is kept for pages: a burst of bulk work fills the rest and no more, so a
+        page sent during it takes a slot at once instead of waiting for the burst's requests to come back.
+        """
+        limit = self.max_in_flight if page else self.max_in_flight - self.page_reserve
+        return self.state.acquire(want, limit, self.rate_per_s)
+
+    @property
+    def page_reserve(self) -> int:
+        return self.max_in_flight // 10 if self.max_in_flight >= 10 else 0
 
     def release(self, lease: Lease) -> None:
         self.state.release(lease)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from herald.channels import runtime
 from herald.channels.gate import Gate, Lease, make_gate
 from herald.channels.types import Message, Outcome, Result
+from herald.events import PAGE_SEVERITIES
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +279,13 @@ class ProviderChannel:
         unsent (its host stopped, or no slot within :data:`MAX_WAIT_S`)."""
         lanes: list[asyncio.Task[None]] = []
         queue = list(messages)
+        page = any(m.severity in PAGE_SEVERITIES for m in messages)  # a batch holds one event: one severity
         index = 0
         while index < len(queue):
             queue[index:] = batch.sendable(queue[index:])
             if index >= len(queue):
                 break
-            lease, wait_s = self.gate.acquire(min(CHUNK, len(queue) - index))
+            lease, wait_s = self.gate.acquire(min(CHUNK, len(queue) - index), page=page)
             if lease is None:
                 if wait_s > MAX_WAIT_S:
                     batch.stop(queue[index:], wait_s)

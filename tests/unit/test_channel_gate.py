@@ -33,6 +33,19 @@ def test_leases_never_exceed_the_limit_and_come_back() -> None:
     assert again is not None and again.count == 2
 
 
+def test_bulk_work_leaves_a_tenth_of_the_slots_to_pages() -> None:
+    gate = local_gate(Clock(), max_in_flight=200)
+    burst, _ = gate.acquire(500)
+    more, wait = gate.acquire(1)
+    assert burst is not None and burst.count == 180 and more is None and wait > 0  # the burst stops at 180
+    page, _ = gate.acquire(5, page=True)
+    assert page is not None and page.count == 5  # a page goes at once
+    rest, _ = gate.acquire(50, page=True)
+    assert rest is not None and rest.count == 15 and gate.acquire(1, page=True)[0] is None  # never past the limit
+    small = local_gate(Clock(), max_in_flight=3)  # too small to split: bulk and pages share it all
+    assert small.acquire(5)[0].count == 3  # type: ignore[union-attr]
+
+
 def test_a_rate_limit_spreads_requests_over_seconds() -> None:
     clock = Clock()
     gate = local_gate(clock, max_in_flight=100, rate_per_s=4)

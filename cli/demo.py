@@ -57,6 +57,9 @@ def _print_summary(result: dict[str, Any]) -> None:
     out.print(f"pending targets: {result['pending']}")
     _print_failures(result)
     _print_received(result)
+    for page in result.get("escalations", []):  # herald/escalation.py: the chain's steps that ran
+        out.print(f"escalation: incident {page['incident']}, step {page['step']} paged {page['person']} "
+                  f"({page['outcome']})")
     for page in result.get("email_fallback", []):  # herald/unreached.py: a page that reached no device
         out.print(f"unreached page: {page['event']} for {page['person']}, on no device: e-mail {page['email']}")
     _print_written_back(result["written_back"])

@@ -172,6 +172,22 @@ def summary(ids: list[uuid.UUID]) -> dict[str, Any]:
     return {"flows": flows, "pending": _pending(ids)}
 
 
+# The demo switches on the sample's escalation chain for flow failures (docs/directory.md).
+DEMO_CHAIN_ROUTE, DEMO_CHAIN = "flow-failures", "support-chain"
+
+
+def escalations(incident_ids: list[int]) -> list[dict[str, Any]]:
+    """Who each incident's escalation chain paged, at which step, and what became of it (herald/escalation.py)."""
+    from herald.models import IncidentPage
+
+    with db.session() as s:
+        found = s.execute(select(IncidentPage.incident_id, IncidentPage.step, IncidentPage.person_id,
+                                 IncidentPage.outcome)
+                          .where(IncidentPage.incident_id.in_(incident_ids))
+                          .order_by(IncidentPage.incident_id, IncidentPage.id)).all()
+    return [{"incident": r.incident_id, "step": r.step, "person": r.person_id, "outcome": r.outcome} for r in found]
+
+
 def email_fallbacks(ids: list[uuid.UUID]) -> list[dict[str, Any]]:
     """The pages of these events that reached nobody on a device, and what became of their e-mail (herald/unreached.py):
     the sample's ines (invoices-to-bank's owner) has an address and no device."""
@@ -362,6 +378,9 @@ def with_webhooks(source: Path, receiver: Receiver, folder: Path) -> Path:
 
     spec, _node = safeyaml.parse(source.read_text(), where=str(source))
     spec["webhooks"] = endpoints(receiver.url, f"env:{WEBHOOK_SECRET_ENV}", get_settings().environments)
+    for route in spec.get("routes", []):  # the sample's chain, switched on: a failure pages its on-call at once
+        if route.get("id") == DEMO_CHAIN_ROUTE:
+            route["escalation"] = DEMO_CHAIN
     path = folder / "demo-directory.yaml"
     path.write_text("# The sample directory as herald demo uses it: devices at the demo's fakes (unless\n"
                     "# --dev-channel), webhooks at its local receiver.\n" + yaml.safe_dump(spec, sort_keys=False))
@@ -448,6 +467,7 @@ def run(timeout_s: float = 120.0, progress: Any = None, *, dev_channel: bool = F
         result["webhooks"] = webhooks_received(receiver, deadline)
         result["failed"] = failed_deliveries(ids, faults)
         result["email_fallback"] = email_fallbacks(ids)
+        result["escalations"] = escalations(sorted(set(incident_ids)))
         result["written_back"] = written_back(sorted(set(incident_ids)), approval_id, answers)
     finally:
         stop_worker(proc)

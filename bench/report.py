@@ -30,10 +30,8 @@ def line(name: str, r: dict[str, Any]) -> str:
             f"({c['cpu_s_per_1000']} CPU s/1k), naive {n['per_s']}/s ({n['cpu_s_per_1000']} CPU s/1k)")
 
 
-def markdown(record: dict[str, Any]) -> str:
-    rows = [f"### {record['date']}, commit `{record['commit']}`, {record['mode']} mode",
-            "",
-            f"{record['n']:,} deliveries per scenario (one business event fanned out to that many subscribed "
+def _fanouts(record: dict[str, Any]) -> list[str]:
+    rows = [f"{record['n']:,} deliveries per scenario (one business event fanned out to that many subscribed "
             f"devices), naive baseline on {record['naive_n']} of them; fakes at {record['latency_ms']:.0f} ms; "
             f"{record['cores']} cores; wall time {record['wall_s']} s.",
             "",
@@ -53,6 +51,15 @@ def markdown(record: dict[str, Any]) -> str:
         recorded = f"{h['statuses'].get('sent', 0):,} sent, {h['attempts']:,} attempt rows of {h['n']:,}"
         rows.append(f"| {name} | {ratio(h['per_s'], n['per_s'])} | {h['per_s'] / c['per_s']:.0%} "
                     f"| {ratio(h['cpu_s_per_1000'], c['cpu_s_per_1000'])} | {recorded} |")
+    return rows
+
+
+def markdown(record: dict[str, Any]) -> str:
+    rows = [f"### {record['date']}, commit `{record['commit']}`, {record['mode']} mode", ""]
+    if record["results"]:
+        rows += _fanouts(record)
+    else:
+        rows.append(f"{record['cores']} cores; fakes at {record['latency_ms']:.0f} ms; wall time {record['wall_s']} s.")
     if record.get("pages"):
         from bench import pages
 

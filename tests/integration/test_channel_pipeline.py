@@ -120,10 +120,13 @@ def test_outage_opens_the_circuit_and_everything_is_delivered_when_the_provider_
     load_directory({f"p{i}": [{"channel": "fcm", "token": f"fcm-{i}"}] for i in range(30)})
     env = {**fake.env(), "HERALD_BATCH_SIZE": "5", "HERALD_CHANNEL_CIRCUIT_FAILURES": "3",
            "HERALD_CHANNEL_CIRCUIT_OPEN_S": "1"}
-    # when FCM is down for 4 seconds as the event arrives
-    fake.providers["fcm"].switches.outage(4)
+    # when FCM is down as the event arrives, and comes back 4 seconds after the worker first found it down
+    fake.providers["fcm"].switches.outage(600)
     workers.start("all", env=env, concurrency=4, kind="threads")
     event_id = publish(order())
+    wait_until(lambda: any(s["status"] == 503 for s in fake.providers["fcm"].seen), timeout_s=90,
+               message="the first request refused")  # a slow worker start no longer outlasts the outage
+    fake.providers["fcm"].switches.outage(4)
     wait_until(lambda: all_done([event_id]), timeout_s=90, message="all targets terminal")
     # then every target is delivered once the provider is back, none dead-lettered
     assert statuses() == {"sent": 30}

@@ -90,10 +90,13 @@ def resolve(event_id: str) -> int:
         with db.session() as s:
             s.execute(update(EventRow).where(EventRow.id == key).values(status="resolved", status_at=utcnow()))
         return enqueued
-    # Redelivered after the work was done: re-enqueue the batches that still have work (deliver is idempotent).
+    # Redelivered after the work was done: re-enqueue the batches that still have work (deliver is idempotent),
+    # those pending past the stall deadline only: a batch due more recently has its message on its queue (a
+    # third copy would only make a down pool's queue grow), and the recovery sweep resends one that lost it.
     with db.session() as s:
         pending = s.execute(select(Delivery.channel, Delivery.batch_id)
-                            .where(Delivery.event_id == key, Delivery.status == "pending").distinct()).all()
+                            .where(Delivery.event_id == key, Delivery.status == "pending", Delivery.due_at < stale)
+                            .distinct()).all()
     _enqueue(pending, lane)
     return len(pending)
 

@@ -52,7 +52,7 @@ def ops_events(resource: str | None = None) -> Counter[str]:
 
 def test_publish_stamps_the_time_in_the_message_headers(clean: None) -> None:
     before = time.time()
-    publish(flow_failed("orders-to-erp", environment="prod"))
+    publish(flow_failed("orders-to-erp", environment="prod", severity="warning"))  # bulk: a page rides the urgent queue
     [stats] = queue_stats(["ingest"])
     assert stats.waiting == 1 and stats.oldest_age_s is not None
     assert 0 <= stats.oldest_age_s <= time.time() - before + 0.5
@@ -62,7 +62,7 @@ def test_redis_backlog_built_by_a_paused_pool_raises_once_and_clears_once_after_
         workers: Workers, fast_clear: Env) -> None:
     # given the ingest pool is not running (paused) while 40 events are published
     for i in range(40):
-        publish(flow_failed(f"flow-{i}", environment="prod"))
+        publish(flow_failed(f"flow-{i}", environment="prod", severity="warning"))
     t = utcnow()
     # when the scan runs, twice, 1.2 s later: the oldest message is older than its 1 s threshold
     first = scan_backlog(later(t, 1.2), queues=["ingest"])
@@ -95,7 +95,7 @@ def test_redis_backlog_built_by_a_paused_pool_raises_once_and_clears_once_after_
 def test_a_value_hovering_around_the_threshold_does_not_flap(clean: None, fast_clear: Env) -> None:
     # given a backlog raised, then back under for less than the clearing delay, then over again
     for i in range(25):
-        publish(flow_failed(f"flow-{i}", environment="prod"))
+        publish(flow_failed(f"flow-{i}", environment="prod", severity="warning"))
     t = utcnow()
     scan_backlog(t, queues=["ingest"])
     from tests.integration.conftest import clear_broker
@@ -103,7 +103,7 @@ def test_a_value_hovering_around_the_threshold_does_not_flap(clean: None, fast_c
     clear_broker()
     scan_backlog(later(t, 0.1), queues=["ingest"])
     for i in range(25):
-        publish(flow_failed(f"again-{i}", environment="prod"))
+        publish(flow_failed(f"again-{i}", environment="prod", severity="warning"))
     # (past the clearing delay since it went under, but over again)
     scan_backlog(later(t, 1.7), queues=["ingest"])
     # then it was raised once and never cleared

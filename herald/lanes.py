@@ -62,7 +62,6 @@ OPS_QUEUE = "ops"
 URGENT_QUEUE = "urgent"
 # The pipeline's tasks: the ones a lane takes off their stage's own queue.
 LANE_TASKS: frozenset[str] = frozenset(("herald.ingest", "herald.enrich", "herald.resolve", *DELIVER_ROUTES))
-OPS_LANE_TASKS = LANE_TASKS  # the name before the urgent lane existed
 
 Lane = Literal["bulk", "urgent", "ops"]
 # Who raises herald's own operations alerts (an event's ``source``): the sweeps and the delivery worker.

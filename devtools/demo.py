@@ -394,8 +394,9 @@ def webhooks_received(receiver: Receiver, deadline: float) -> dict[str, Any]:
 
     while not kinds() >= WRITTEN_BACK_KINDS and time.monotonic() < deadline:
         time.sleep(0.1)
-    return {"url": receiver.url, "verified": [{"kind": p.get("type"), "subject": p.get("subject")}
-                                              for p in receiver.verified],
+    # in the order the answers were given (their timestamp), not the order they arrived: the deliveries run in parallel
+    answered = sorted(receiver.verified, key=lambda p: str(p.get("timestamp", "")))
+    return {"url": receiver.url, "verified": [{"kind": p.get("type"), "subject": p.get("subject")} for p in answered],
             "refused": sum(1 for r in receiver.received if r.payload is None),
             "missing": sorted(WRITTEN_BACK_KINDS - kinds()),
             "log": str(receiver.out)}

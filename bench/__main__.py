@@ -4,9 +4,17 @@
     python -m bench                  # full: 10,000 per scenario (the mixed one is the 10k fan-out)
     python -m bench --profile        # also record py-spy profiles of the deliver pools
     python -m bench --scenarios page-during-burst   # pages during a 100,000-device fan-out (bench/pages.py)
+    python -m bench --scenarios libraries --n 2000  # the providers' libraries against herald's senders
 
 Needs Postgres and Redis on 127.0.0.1 (as the tests do): the database ``herald_bench`` is dropped
 and created, Redis keys under ``herald_bench:`` are used. Exit code 0, or 1 if a delivery was lost.
+
+``libraries`` (bench/libraries.py) sends the same --n messages per channel through firebase-admin's
+``send_each_async``, pywebpush's ``webpush_async`` and aioapns, and through herald's own sender for
+each channel (its provider's ``send_one``), each in its own process, --library-concurrency in
+flight (default 100): CPU seconds per 1,000, deliveries/s, and how many the fake accepted (the run
+exits 1 unless it is all of them). It measures the dependencies, not herald's pipeline, so it is
+not in the default set; run on its own it needs neither Postgres nor Redis, nor herald's workers.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import pages, report, stack
+from bench import libraries, pages, report, stack
 from bench.procs import Group
 from devtools.fakes.registry import FAKES
 from herald import channels
@@ -52,7 +60,9 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.folder = Path(tempfile.mkdtemp(prefix="herald-bench-"))
-        self.env = stack.fresh_services(self.folder / "data")
+        # herald's scenarios run on the real services; the libraries scenario alone needs only the fakes
+        self.pipeline = bool(args.scenarios - {"libraries"})
+        self.env = stack.fresh_services(self.folder / "data") if self.pipeline else {}
         os.environ.update(self.env)  # before herald reads its settings
         self.fakes = Group("fakes")
         self.herald = Group("herald")
@@ -259,14 +269,25 @@ class Bench:
                                  "--pid", pids[CHANNELS.index(name)] if name in CHANNELS else pids[0]],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def run_libraries(self) -> dict[str, Any]:
+        """The libraries scenario, after everything else (herald's pools idle), on the same fakes."""
+        if not self.control:  # run alone: the fakes only
+            self.fakes_env, self.control = stack.start_fakes(self.fakes, self.folder / "fakes",
+                                                             self.args.latency_ms)
+        return libraries.run(self.fakes_env, self.control, self.folder, self.args.n,
+                             self.args.library_concurrency, self.args.latency_ms, self.fakes)
+
     def main(self) -> int:
         scenarios: list[tuple[str, tuple[str, ...]]] = [(c, (c,)) for c in CHANNELS] + [("mixed", CHANNELS)]
         scenarios = [s for s in scenarios if s[0] in self.args.scenarios]
         results: dict[str, dict[str, Any]] = {}
         started = time.monotonic()
+        rss: dict[str, float] = {}
+        paging = libs = None
         try:
-            self.setup()
-            self.warm_up()
+            if self.pipeline:
+                self.setup()
+                self.warm_up()
             for name, channels in scenarios:
                 ids = self.seed(name, self.args.n, channels)
                 spy = self.profile(name)
@@ -281,19 +302,26 @@ class Bench:
                 print(report.line(name, results[name]), file=sys.stderr, flush=True)
             rss = self.herald.peak_rss_mb()
             paging = pages.run(self) if "page-during-burst" in self.args.scenarios else None
+            if "libraries" in self.args.scenarios:
+                libs = self.run_libraries()
         finally:
             for group in (self.naive, self.herald, self.fakes):
                 group.stop()
         record = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": report.git_commit(),
                   "mode": "quick" if self.args.quick else "full", "n": self.args.n, "naive_n": self.args.naive_n,
                   "latency_ms": self.args.latency_ms, "cores": os.cpu_count(), "results": results,
-                  "peak_rss_mb": rss, "pages": paging, "wall_s": round(time.monotonic() - started)}
+                  "peak_rss_mb": rss, "pages": paging, "libraries": libs,
+                  "wall_s": round(time.monotonic() - started)}
         (self.folder / "results.json").write_text(json.dumps(record, indent=2))
         print(report.markdown(record))
         if self.args.write:
             report.append(Path(__file__).parent / "RESULTS.md", record)
         print(f"raw figures: {self.folder / 'results.json'}", file=sys.stderr)
         lost = [n for n, r in results.items() if r["herald"]["statuses"].get("sent", 0) < r["herald"]["n"]]
+        if libs is not None:
+            lost += [f"libraries: {side}" for side in libraries.failed(libs)]
+        if lost:
+            print(f"not all delivered: {', '.join(lost)}", file=sys.stderr)
         return 1 if lost else 0
 
 
@@ -304,13 +332,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, help="deliveries per scenario (default 10,000; quick 1,000)")
     parser.add_argument("--naive-n", type=int, help="deliveries of the naive baseline per scenario "
                                                     "(default 400; quick 100): it is slow, its rate is what counts")
-    parser.add_argument("--scenarios", help="comma-separated subset of fcm,apns,webpush,mixed,page-during-burst "
-                                            "(default: all; quick: all but page-during-burst)")
+    parser.add_argument("--scenarios", help="comma-separated subset of fcm,apns,webpush,mixed,page-during-burst,"
+                                            "libraries (default: all but libraries; quick: all but "
+                                            "page-during-burst and libraries)")
     parser.add_argument("--burst-n", type=int, help="page-during-burst: devices of the burst (default 100,000)")
     parser.add_argument("--pages", type=int, default=20, help="page-during-burst: pages idle and in the burst")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="latency of the fakes")
     parser.add_argument("--concurrency", type=int, default=200,
                         help="the ceiling's requests in flight (herald's HERALD_<P>_MAX_IN_FLIGHT default)")
+    parser.add_argument("--library-concurrency", type=int, default=libraries.DEFAULT_CONCURRENCY,
+                        help="libraries: messages in flight, the same for a library and herald's sender")
     parser.add_argument("--deliver-concurrency", type=int, default=2, help="processes (or threads) per deliver pool")
     parser.add_argument("--deliver-kind", default="prefork", choices=("prefork", "threads"),
                         help="Celery pool kind of the deliver pools")

@@ -64,6 +64,10 @@ def markdown(record: dict[str, Any]) -> str:
         from bench import pages
 
         rows += pages.markdown(record["pages"])
+    if record.get("libraries"):
+        from bench import libraries
+
+        rows += libraries.markdown(record["libraries"])
     rss = record.get("peak_rss_mb") or {}
     if rss:
         rows += ["", "Peak RSS per herald worker process (MB): "

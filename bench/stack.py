@@ -74,7 +74,7 @@ def start_herald(group: Group, env: dict[str, str], logs: Path, deliver_concurre
                     env, logs / f"deliver.{channel}.log")
     group.start("retry", [*herald, "--pool", "retry", "-c", "1", "--kind", "prefork"], env, logs / "retry.log")
     # the urgent lane: pages through every stage (herald/lanes.py); idle unless a scenario pages
-    group.start("urgent", [*herald, "--pool", "urgent", "-c", "2", "--kind", "prefork"], env, logs / "urgent.log")
+    group.start("urgent", [*herald, "--pool", "urgent", "--kind", "prefork"], env, logs / "urgent.log")  # its default
 
 
 def start_naive(group: Group, env: dict[str, str], logs: Path) -> None:

@@ -144,8 +144,10 @@ POOLS: dict[str, WorkerPool] = {
     # alert is not held behind a long sweep.
     "sweeps": WorkerPool((OPS_QUEUE, "sweeps"), concurrency=2, prefetch_multiplier=1),
     # The urgent lane: pages through every stage. Its own processes, so a page never queues behind bulk work;
-    # one message at a time, so a page is never held in a busy process's prefetch.
-    "urgent": WorkerPool((URGENT_QUEUE,), concurrency=2, prefetch_multiplier=1),
+    # one message at a time, so a page is never held in a busy process's prefetch. Four: a page's three channel
+    # batches go out side by side with a stage of the next page (with two, Web Push waited ~70 ms for a process:
+    # bench/RESULTS.md). Its tasks mark Redis while they run, and bulk sends hold meanwhile (herald/urgency.py).
+    "urgent": WorkerPool((URGENT_QUEUE,), concurrency=4, prefetch_multiplier=1),
     # Write-back webhooks: each run sends a batch concurrently and waits on receivers; one message at a time.
     "writeback": WorkerPool(("writeback",), concurrency=2, prefetch_multiplier=1),
 }

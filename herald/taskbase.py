@@ -33,8 +33,8 @@ import sqlalchemy.exc
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
-from herald import deadletters
-from herald.lanes import RETRY_QUEUE
+from herald import deadletters, urgency
+from herald.lanes import RETRY_QUEUE, URGENT_QUEUE
 from herald.settings import DELIVERY_DEADLINES_S, get_settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,20 @@ class HeraldTask(Task):  # type: ignore[misc]
     ignore_result = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        marks = urgency.marks() if self._on_urgent_queue() else None
+        if marks is None:
+            return self._call(args, kwargs)
+        # a page's stage: bulk sends hold while it runs (herald/urgency.py)
+        marks.started(self.request.id)
+        try:
+            return self._call(args, kwargs)
+        finally:
+            marks.finished(self.request.id)
+
+    def _on_urgent_queue(self) -> bool:
+        return bool(self.request.id) and (self.request.delivery_info or {}).get("routing_key") == URGENT_QUEUE
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             return self.run(*args, **kwargs)
         except (Retry, Ignore, Reject):

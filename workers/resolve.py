@@ -23,12 +23,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from herald import channels, db, unreached
+from herald import channels, db, unreached, urgency
 from herald.app import app
 from herald.channels.email.addresses import ensure as email_addresses
 from herald.directory import in_quiet_hours, on_call_now, route_matches
 from herald.errors import PoisonMessage
-from herald.events import Severity
+from herald.events import PAGE_SEVERITIES, Severity
 from herald.lanes import Lane, lane_of, queue_for
 from herald.models import (
     Delivery,
@@ -175,7 +175,10 @@ def notify(event_id: uuid.UUID, now: datetime) -> Iterator[list[tuple[str, uuid.
         return
     todo = [person for person in chosen if person not in done]  # a resumed resolve skips the done ones
     size = get_settings().batch_size
+    page = event.severity in PAGE_SEVERITIES
     for start in range(0, len(todo), size):
+        if not page and start:
+            urgency.hold()  # a page in flight goes first (herald/urgency.py)
         with db.session() as s:
             batches = _notify_chunk(s, event, {p: chosen[p] for p in todo[start:start + size]}, critical, now)
             s.execute(update(EventRow).where(EventRow.id == event_id).values(status_at=utcnow()))  # renew the lease

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from herald import urgency
 from herald.channels import runtime
 from herald.channels.gate import Gate, Lease, make_gate
 from herald.channels.types import Message, Outcome, Result
@@ -280,11 +281,17 @@ class ProviderChannel:
         lanes: list[asyncio.Task[None]] = []
         queue = list(messages)
         page = any(m.severity in PAGE_SEVERITIES for m in messages)  # a batch holds one event: one severity
+        marks = None if page else urgency.marks()
+        yielded = 0.0
         index = 0
         while index < len(queue):
             queue[index:] = batch.sendable(queue[index:])
             if index >= len(queue):
                 break
+            if marks is not None and yielded < urgency.BUDGET_S and marks.busy():
+                await asyncio.sleep(urgency.STEP_S)  # a page is in flight: bulk steps aside (herald/urgency.py)
+                yielded += urgency.STEP_S
+                continue
             lease, wait_s = self.gate.acquire(min(CHUNK, len(queue) - index), page=page)
             if lease is None:
                 if wait_s > MAX_WAIT_S:

@@ -4,10 +4,14 @@ The urgent lane (herald/lanes.py) gives pages their own queue and processes, but
 or provider: on a host running a burst, a page's stages still share those with the burst's sends. So while
 a page moves, bulk sending steps aside:
 
-- every task the ``urgent`` pool runs puts a mark in a sorted set in Redis when it starts (member: the task
-  id, score: when the mark lapses by itself, :data:`SAFETY_MS` on, so a killed process cannot leave one)
-  and, when it ends, shortens the mark to :data:`GRACE_MS` from then, which bridges the hop to the page's
-  next stage (ingest, enrich, resolve, one deliver per channel);
+- a page's resolve and each of its deliver batches (the tasks with ``page_stage``, taken from the urgent
+  queue) put a mark in a sorted set in Redis when they start (member: the task id, score: when the mark lapses
+  by itself, :data:`SAFETY_MS` on, so a killed process cannot leave one) and, when they end, shorten it to
+  :data:`GRACE_MS` from then, which bridges the hop from the resolve to the deliver batches. The marks start
+  at resolve, not ingest: the bulk requests already at the provider drain while the page resolves, and the
+  burst holds ~0.3 s per page, not the whole page (measured in bench/RESULTS.md: marking every stage cost the
+  burst 13% of its throughput at 100,000 devices; marking only the deliver batches left the page's requests
+  queued behind the burst's at the provider);
 - a bulk deliver batch, before each lease of provider slots (herald/channels/sender.py), asks
   :meth:`Marks.busy`; while a mark stands it waits in steps of :data:`STEP_S`, at most
   :data:`BUDGET_S` per batch, so pages arriving without end slow bulk work but never stop it.
@@ -28,7 +32,7 @@ from herald.settings import get_settings
 log = logging.getLogger(__name__)
 
 SAFETY_MS = 30_000  # a mark whose task never ended (its process killed) lapses after this
-GRACE_MS = 150  # after a stage ends: long enough for the page's next stage to start and mark
+GRACE_MS = 100  # after a stage ends: bridges the hop from a page's resolve to its deliver batches
 STEP_S = 0.02  # a yielding bulk batch looks again this often
 BUDGET_S = 2.0  # a bulk batch yields at most this long in all: pages slow a burst, never stop it
 

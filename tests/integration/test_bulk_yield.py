@@ -1,8 +1,8 @@
 """Bulk work steps aside while a page is in flight (herald/urgency.py), on the real Redis and the FCM fake.
 
 Issue 11: with the urgent lane alone, a page during a 30,000-device burst still took 3.5x its idle time: its
-stages shared the CPU, the database and the provider with the burst's sends (bench/RESULTS.md). The urgent
-pool's tasks now mark Redis while they run, and bulk sends hold (a bounded while) until the marks lapse.
+stages shared the CPU, the database and the provider with the burst's sends (bench/RESULTS.md). A page's
+resolve and deliver tasks now mark Redis while they run, and bulk sends hold (a bounded while) until the marks lapse.
 """
 
 from __future__ import annotations
@@ -25,19 +25,30 @@ from herald.taskbase import HeraldTask
 from tests.integration.conftest import fresh_fakes, wait_until
 
 
-@app.task(base=HeraldTask, name="tests.urgency.probe", bind=True)
-def probe(self: HeraldTask) -> bool:
-    """Whether a page is in flight, as a bulk sender would see it while this task runs."""
+def busy() -> bool:
+    """Whether a page is in flight, as a bulk sender would see it."""
     current = urgency.marks()
     return current is not None and current.busy()
 
 
-def run_probe(queue: str) -> bool:
-    probe.push_request(id=f"probe-{queue}", delivery_info={"routing_key": queue})
+@app.task(base=HeraldTask, name="tests.urgency.probe", page_stage=True)
+def probe() -> bool:
+    """A stage that marks when it runs for a page (as resolve and deliver do)."""
+    return busy()
+
+
+@app.task(base=HeraldTask, name="tests.urgency.other")
+def other_stage() -> bool:
+    """A stage that never marks (as ingest and enrich: the page is not near its provider yet)."""
+    return busy()
+
+
+def run_probe(queue: str, task: Any = probe) -> bool:
+    task.push_request(id=f"probe-{queue}", delivery_info={"routing_key": queue})
     try:
-        return bool(probe())
+        return bool(task())
     finally:
-        probe.pop_request()
+        task.pop_request()
 
 
 @pytest.fixture
@@ -55,10 +66,12 @@ def message(token: str, delivery_id: int, severity: str) -> Message:
                    3600)
 
 
-def test_a_task_of_the_urgent_pool_marks_while_it_runs_and_the_mark_lapses_after(marks: urgency.Marks) -> None:
+def test_a_pages_resolve_and_deliver_stages_mark_while_they_run_and_the_mark_lapses_after(marks: urgency.Marks) -> None:
     # given nothing in flight
     assert not marks.busy()
-    # when a task runs from the urgent queue, a bulk sender sees a page in flight; from a bulk queue, it does not
+    # when a stage other than resolve and deliver runs for a page, nothing holds yet
+    assert run_probe(URGENT_QUEUE, other_stage) is False
+    # when a resolve or deliver stage runs from the urgent queue, a bulk sender sees a page in flight
     assert run_probe(URGENT_QUEUE) is True
     # then, once the task has ended, its mark lapses after the short grace that bridges a page's stages
     wait_until(lambda: not marks.busy(), timeout_s=5, interval_s=0.02, message="the mark to lapse")

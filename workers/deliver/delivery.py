@@ -443,7 +443,7 @@ def _lane(batch_id: uuid.UUID) -> Lane:
 def make_task(spec: channels.ChannelSpec) -> Any:
     """The Celery task that delivers one channel's batches (``herald.deliver.<name>``)."""
 
-    @app.task(base=HeraldTask, name=spec.task, bind=True)
+    @app.task(base=HeraldTask, name=spec.task, bind=True, page_stage=True)
     def deliver(self: HeraldTask, batch_id: str) -> int:
         return deliver_batch(spec.name, batch_id, self.request.id)
 

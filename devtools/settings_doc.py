@@ -37,7 +37,7 @@ DOCS: dict[str, str] = {
                    "every stage; `false` sends them down the bulk queues (only where no `urgent` pool runs)",
     "bulk_nice": "niceness (0-19) of a worker that consumes only bulk queues: on a host shared with the urgent pool, "
                  "a burst yields the CPU to pages",
-    "bulk_yield": "while a page is in flight (its resolve or a deliver batch runs), bulk deliver batches and fan-out "
+    "bulk_yield": "while a page is in flight (one of its deliver batches runs), bulk deliver batches and fan-out "
                   "chunks hold, at most 2 s each (herald/urgency.py; Redis broker only)",
     "max_task_attempts": "attempts per task (transient errors other than an outage) before it is dead-lettered",
     "outage_deadline_s": "a task that cannot reach the database or the broker is retried with backoff for this "

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     # Niceness of a worker that consumes only bulk queues (0-19; herald/lanes.py nice_for): on a host shared with
     # the urgent pool, a burst yields the CPU to a page instead of sharing it.
     bulk_nice: int = Field(default=0, ge=0, le=19)
-    # While a page is in flight (its resolve or a deliver batch runs), bulk deliver batches hold their next
+    # While a page is in flight (one of its deliver batches runs), bulk deliver batches hold their next
     # provider requests, a bounded while (herald/urgency.py); needs the Redis broker. false: never hold.
     bulk_yield: bool = True
     max_task_attempts: int = 5  # other transient errors (a provider's 5xx inside a task)

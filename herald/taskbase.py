@@ -97,14 +97,14 @@ class HeraldTask(Task):  # type: ignore[misc]
     acks_late = True
     reject_on_worker_lost = True
     ignore_result = True
-    # Set on the stages whose run, for a page, makes bulk sends hold (resolve, deliver: herald/urgency.py).
+    # Set on the stage whose run, for a page, makes bulk sends hold (deliver: herald/urgency.py).
     page_stage = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         marks = urgency.marks() if self._sends_a_page() else None
         if marks is None:
             return self._call(args, kwargs)
-        # a page's resolve or deliver batch: bulk sends hold while it runs (herald/urgency.py)
+        # a page's deliver batch: bulk sends hold while it runs (herald/urgency.py)
         marks.started(self.request.id)
         try:
             return self._call(args, kwargs)
@@ -112,7 +112,7 @@ class HeraldTask(Task):  # type: ignore[misc]
             marks.finished(self.request.id)
 
     def _sends_a_page(self) -> bool:
-        """A resolve or deliver task taken from the urgent queue: a page on its way to a provider."""
+        """A deliver task taken from the urgent queue: a page's batch on its way to a provider."""
         return (self.page_stage and bool(self.request.id)
                 and (self.request.delivery_info or {}).get("routing_key") == URGENT_QUEUE)
 

@@ -4,14 +4,13 @@ The urgent lane (herald/lanes.py) gives pages their own queue and processes, but
 or provider: on a host running a burst, a page's stages still share those with the burst's sends. So while
 a page moves, bulk sending steps aside:
 
-- a page's resolve and each of its deliver batches (the tasks with ``page_stage``, taken from the urgent
-  queue) put a mark in a sorted set in Redis when they start (member: the task id, score: when the mark lapses
-  by itself, :data:`SAFETY_MS` on, so a killed process cannot leave one) and, when they end, shorten it to
-  :data:`GRACE_MS` from then, which bridges the hop from the resolve to the deliver batches. The marks start
-  at resolve, not ingest: the bulk requests already at the provider drain while the page resolves, and the
-  burst holds ~0.3 s per page, not the whole page (measured in bench/RESULTS.md: marking every stage cost the
-  burst 13% of its throughput at 100,000 devices; marking only the deliver batches left the page's requests
-  queued behind the burst's at the provider);
+- each deliver batch of a page (a task with ``page_stage``, taken from the urgent queue) puts a mark in a
+  sorted set in Redis when it starts (member: the task id, score: when the mark lapses by itself,
+  :data:`SAFETY_MS` on, so a killed process cannot leave one) and, when it ends, shortens it to
+  :data:`GRACE_MS` from then. Only the deliver batches mark: the page's earlier stages are short and the
+  burst's own fan-out chunks (below) already yield to them; marking from the page's resolve on held the burst
+  ~0.45 s per page and cost it 15% of its throughput at 100,000 devices, marking every stage 13%, for no
+  steadier page latency (bench/RESULTS.md);
 - a bulk deliver batch, before each lease of provider slots (herald/channels/sender.py), asks
   :meth:`Marks.busy`; while a mark stands it waits in steps of :data:`STEP_S`, at most
   :data:`BUDGET_S` per batch, so pages arriving without end slow bulk work but never stop it.
@@ -32,7 +31,7 @@ from herald.settings import get_settings
 log = logging.getLogger(__name__)
 
 SAFETY_MS = 30_000  # a mark whose task never ended (its process killed) lapses after this
-GRACE_MS = 100  # after a stage ends: bridges the hop from a page's resolve to its deliver batches
+GRACE_MS = 50  # after a page's batch ends: its other channels' batches are starting or running
 STEP_S = 0.02  # a yielding bulk batch looks again this often
 BUDGET_S = 2.0  # a bulk batch yields at most this long in all: pages slow a burst, never stop it
 

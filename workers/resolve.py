@@ -60,7 +60,7 @@ class Choice:
     ids_only: bool
 
 
-@app.task(base=HeraldTask, name="herald.resolve", page_stage=True)
+@app.task(base=HeraldTask, name="herald.resolve")
 def resolve(event_id: str) -> int:
     """Resolve an enriched event; a big audience is written and enqueued chunk by chunk.
 

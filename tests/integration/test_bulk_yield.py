@@ -2,7 +2,7 @@
 
 Issue 11: with the urgent lane alone, a page during a 30,000-device burst still took 3.5x its idle time: its
 stages shared the CPU, the database and the provider with the burst's sends (bench/RESULTS.md). A page's
-resolve and deliver tasks now mark Redis while they run, and bulk sends hold (a bounded while) until the marks lapse.
+deliver batches now mark Redis while they run, and bulk sends hold (a bounded while) until the marks lapse.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ def busy() -> bool:
 
 @app.task(base=HeraldTask, name="tests.urgency.probe", page_stage=True)
 def probe() -> bool:
-    """A stage that marks when it runs for a page (as resolve and deliver do)."""
+    """A stage that marks when it runs for a page (as a deliver batch does)."""
     return busy()
 
 
 @app.task(base=HeraldTask, name="tests.urgency.other")
 def other_stage() -> bool:
-    """A stage that never marks (as ingest and enrich: the page is not near its provider yet)."""
+    """A stage that never marks (as ingest, enrich and resolve: the page is not at its provider yet)."""
     return busy()
 
 
@@ -66,12 +66,12 @@ def message(token: str, delivery_id: int, severity: str) -> Message:
                    3600)
 
 
-def test_a_pages_resolve_and_deliver_stages_mark_while_they_run_and_the_mark_lapses_after(marks: urgency.Marks) -> None:
+def test_a_pages_deliver_batches_mark_while_they_run_and_the_mark_lapses_after(marks: urgency.Marks) -> None:
     # given nothing in flight
     assert not marks.busy()
-    # when a stage other than resolve and deliver runs for a page, nothing holds yet
+    # when a stage other than a deliver batch runs for a page, nothing holds yet
     assert run_probe(URGENT_QUEUE, other_stage) is False
-    # when a resolve or deliver stage runs from the urgent queue, a bulk sender sees a page in flight
+    # when a deliver batch runs from the urgent queue, a bulk sender sees a page in flight
     assert run_probe(URGENT_QUEUE) is True
     # then, once the task has ended, its mark lapses after the short grace that bridges a page's stages
     wait_until(lambda: not marks.busy(), timeout_s=5, interval_s=0.02, message="the mark to lapse")

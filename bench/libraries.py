@@ -11,7 +11,7 @@ the fakes at their latency, twice, each time from a fresh process of its own:
   the FCM host: its messaging service's ``_fcm_url`` is pointed at the fake. The fake is plain
   HTTP/1.1, so firebase-admin's HTTPX client (``http2=True``, negotiated over TLS) runs HTTP/1.1
   here, as herald's aiohttp does everywhere; with HTTPX's default pool it keeps 20 of its at most
-  100 connections alive. Its messages carry no android priority (the fake refuses its lower case).
+  100 connections alive. Its messages carry the same fields as herald's (priority normal, TTL, collapse key).
 - ``webpush``: pywebpush's ``webpush_async`` (a shared aiohttp session, a loaded VAPID key: it
   signs a VAPID token on every call), against herald's ``WebPushChannel.send_one``.
 - ``apns``: aioapns's ``APNs.send_notification`` (token auth, its own HTTP/2 protocol), against
@@ -272,11 +272,9 @@ class FirebaseAdmin(Sender):
 
     async def send(self, address: Any, phase: str) -> bool:
         m = self.messaging
-        # No android priority: firebase-admin writes it lower-case ("normal"), which FCM takes but the fake
-        # refuses (devtools/fakes/fcm.py wants NORMAL or HIGH). The request is a few bytes shorter.
         message = m.Message(fid=address, notification=m.Notification(title=TITLE, body=BODY),
                             data={**data("library", phase), "link": LINK},
-                            android=m.AndroidConfig(collapse_key=COLLAPSE_KEY, ttl=TTL_S,
+                            android=m.AndroidConfig(collapse_key=COLLAPSE_KEY, ttl=TTL_S, priority="normal",
                                                     notification=m.AndroidNotification(tag=COLLAPSE_KEY)))
         answer = await m.send_each_async([message], app=self.app)
         return bool(answer.success_count == 1)

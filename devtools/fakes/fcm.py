@@ -99,7 +99,8 @@ def check_schema(message: Any) -> web.Response | None:
     if not isinstance(notification, dict) or set(notification) - {"title", "body", "image"}:
         return invalid("message.notification", "unknown notification field")
     android = message.get("android", {})
-    if android.get("priority", "NORMAL") not in ("NORMAL", "HIGH"):
+    # FCM reads the enum whatever its case: firebase-admin has always sent "high" / "normal"
+    if str(android.get("priority", "NORMAL")).upper() not in ("NORMAL", "HIGH"):
         return invalid("message.android.priority", "priority must be NORMAL or HIGH")
     android_notification = android.get("notification", {})
     if not isinstance(android_notification, dict) or set(android_notification) - ANDROID_NOTIFICATION:

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
 
 from devtools.fakes import FakeProviders
 from devtools.fakes.testing import herald_env
 from herald import urgency
-from herald.app import app
 from herald.channels.fcm.provider import FcmChannel
 from herald.channels.types import Message, Payload, Target
 from herald.lanes import URGENT_QUEUE
@@ -31,13 +31,17 @@ def busy() -> bool:
     return current is not None and current.busy()
 
 
-@app.task(base=HeraldTask, name="tests.urgency.probe", page_stage=True)
+# A private app: herald's own must keep only its routed tasks (tests/integration/test_routing_table.py).
+probes = Celery("tests-urgency", set_as_current=False)
+
+
+@probes.task(base=HeraldTask, name="tests.urgency.probe", page_stage=True, shared=False)
 def probe() -> bool:
     """A stage that marks when it runs for a page (as a deliver batch does)."""
     return busy()
 
 
-@app.task(base=HeraldTask, name="tests.urgency.other")
+@probes.task(base=HeraldTask, name="tests.urgency.other", shared=False)
 def other_stage() -> bool:
     """A stage that never marks (as ingest, enrich and resolve: the page is not at its provider yet)."""
     return busy()

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery.signals import worker_init
 from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
@@ -57,7 +58,7 @@ from herald.app import app
 from herald.channels.sender import MAX_REASON_CHARS, is_down
 from herald.channels.types import Channel, Message, Payload, Result, Target
 from herald.errors import PoisonMessage
-from herald.lanes import Lane, lane_of, queue_for
+from herald.lanes import URGENT_QUEUE, Lane, lane_of, queue_for
 from herald.models import Delivery, DeliveryAttempt, Device, EventRow, Notification, Person, utcnow
 from herald.payload import collapse_key, render, responder_url
 from herald.settings import get_settings
@@ -456,3 +457,26 @@ TASKS = {spec.name: make_task(spec) for spec in channels.specs()}
 
 # A forked child builds its own channels (their connections and loop belong to the parent).
 os.register_at_fork(after_in_child=channel_for.cache_clear)
+
+
+def preload_providers(consumed: set[str] | None) -> list[str]:
+    """Import the provider modules of the channels a worker consuming ``consumed`` may send on (every channel
+    for the urgent pool, or when the queues are not known); returns their names."""
+    loaded = []
+    for spec in channels.specs():
+        if consumed is not None and spec.queue not in consumed and URGENT_QUEUE not in consumed:
+            continue
+        if spec.preload_provider():
+            loaded.append(spec.name)
+    return loaded
+
+
+@worker_init.connect
+def _preload_before_fork(sender: Any = None, **_: Any) -> None:
+    """In a worker's main process, before it forks its pool (herald/channels/spec.py ``preload``)."""
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    consume_from = getattr(queues, "consume_from", None)
+    try:
+        preload_providers(set(consume_from) if consume_from else None)
+    except Exception:  # a channel that cannot load says so at its first batch, as before
+        log.warning("could not import a channel's provider ahead of its first batch", exc_info=True)

@@ -114,4 +114,4 @@ def _provider() -> Channel:
 SPEC = ChannelSpec(
     name="apns", title="APNs",
     addressing=Addressing("device_token", ("token",), check_address, provider_corrects_environment=True),
-    settings=ApnsSettings, errors=ERRORS, provider=_provider)
+    settings=ApnsSettings, errors=ERRORS, provider=_provider, preload="herald.channels.apns.provider")

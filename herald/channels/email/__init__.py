@@ -153,4 +153,5 @@ def _provider() -> Channel:
 SPEC = ChannelSpec(
     name=NAME, title="Email",
     addressing=Addressing("person", ("token",), check_address),
-    settings=EmailSettings, errors=ERRORS, provider=_provider, named_only=True)
+    settings=EmailSettings, errors=ERRORS, provider=_provider, named_only=True,
+    preload="herald.channels.email.provider")

@@ -84,4 +84,4 @@ def _provider() -> Channel:
 SPEC = ChannelSpec(
     name="fcm", title="FCM",
     addressing=Addressing("device_token", ("token", "fid"), check_address),
-    settings=FcmSettings, errors=ERRORS, provider=_provider)
+    settings=FcmSettings, errors=ERRORS, provider=_provider, preload="herald.channels.fcm.provider")

@@ -59,4 +59,4 @@ def _provider() -> Channel:
 SPEC = ChannelSpec(
     name="webpush", title="Web Push",
     addressing=Addressing("subscription", ("subscription",), check_address),
-    settings=WebPushSettings, errors=ERRORS, provider=_provider)
+    settings=WebPushSettings, errors=ERRORS, provider=_provider, preload="herald.channels.webpush.provider")

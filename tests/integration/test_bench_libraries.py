@@ -24,17 +24,6 @@ pytest.importorskip("aioapns")
 N = 20
 
 
-def sent_by(channel: str, entry: dict[str, Any]) -> tuple[str, str]:
-    """(side, phase) from the message as the fake received it: FCM's data, the APNs payload, the decrypted Web Push."""
-    if channel == "fcm":
-        fields = entry["data"]
-    elif channel == "apns":
-        fields = entry["payload"]
-    else:
-        fields = json.loads(entry["text"])["data"]
-    return fields["sender"], fields["phase"]
-
-
 def test_every_library_and_herald_deliver_all_their_messages_to_the_fakes(tmp_path: Path) -> None:
     from bench import libraries, report
     from devtools.fakes.testing import running_fakes
@@ -50,8 +39,9 @@ def test_every_library_and_herald_deliver_all_their_messages_to_the_fakes(tmp_pa
     accepted_status = {"fcm": 200, "apns": 200, "webpush": 201}
     for channel, entries in logs.items():
         assert all(e["status"] == accepted_status[channel] for e in entries), channel
+        assert all(libraries.sender_of(channel, e) is not None for e in entries), channel  # every entry readable
         for side in ("library", "herald"):
-            devices = [e["token"] for e in entries if sent_by(channel, e) == (side, "timed")]
+            devices = [e["token"] for e in entries if libraries.sender_of(channel, e) == (side, "timed")]
             assert len(devices) == len(set(devices)) == N, (channel, side, len(devices))
     # and the figures say so, per channel and side, in the record and in its markdown
     libraries_used = {"fcm": "firebase-admin", "webpush": "pywebpush", "apns": "aioapns"}

@@ -30,7 +30,7 @@ PROVIDERS = {"HERALD_FCM_BACKEND": "provider", "HERALD_APNS_BACKEND": "provider"
 
 def probe(consumed: set[str] | None, env: dict[str, str]) -> dict[str, Any]:
     done = run_python(PROBE.format(consumed=repr(consumed)), env)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "ERROR" not in done.stderr, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 

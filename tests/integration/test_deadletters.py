@@ -25,10 +25,11 @@ routes:
 """
 
 
-def start_with_one_down_device(workers: Workers, *, attempts: int, concurrency: int) -> None:
+def start_with_one_down_device(workers: Workers, *, attempts: int, concurrency: int,
+                               spec: str = ONE_DOWN_DEVICE) -> None:
     """Olga, whose one device's provider is always unavailable, and workers allowing ``attempts`` per target."""
     path = DATA_DIR / "down.yaml"
-    path.write_text(ONE_DOWN_DEVICE)
+    path.write_text(spec)
     with db.session() as s:
         directory.apply(directory.load(path), s)
     workers.start("all", concurrency=concurrency, kind="threads",

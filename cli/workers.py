@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.output import EXIT_BAD_INPUT, fail, out
+from cli.output import EXIT_BAD_INPUT, err, fail, out
 
 FLOWER_MIN_PASSWORD = 12
 
@@ -69,10 +69,30 @@ def worker(
     from herald.lanes import nice_for
 
     if nice := nice_for(queues):
-        os.nice(nice)  # before the pool forks: its processes inherit it
+        yield_cpu(nice)
     from herald.app import app as celery_app
 
     celery_app.worker_main(argv)
+
+
+def yield_cpu(nice: int) -> None:
+    """Lower this worker's CPU priority by ``nice``, before its pool forks (its processes inherit it).
+
+    On Linux with autogroup scheduling (``kernel.sched_autogroup_enabled``, the default on most distributions)
+    the CPU is shared between *sessions* first, so a process's own niceness only orders it against the
+    processes of its session: a worker started in a session of its own (by a supervisor, ``setsid``, the
+    benchmark) must lower its session's group too, or it yields nothing to another session's pages. A worker
+    sharing a terminal's session lowers only itself, not the shell beside it.
+    """
+    os.nice(nice)
+    autogroup = Path("/proc/self/autogroup")
+    if os.getsid(0) != os.getpid() or not autogroup.exists():
+        return
+    try:
+        autogroup.write_text(f"{nice}\n")
+    except OSError as e:  # a kernel without the knob, or a read-only /proc: the process niceness still holds
+        err.print(f"herald: could not lower this session's CPU priority ({e}): only the worker's own niceness "
+                  "applies", markup=False, highlight=False)
 
 
 def _beat_file() -> Path:

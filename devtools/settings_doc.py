@@ -35,10 +35,12 @@ DOCS: dict[str, str] = {
                            "(docs/channels.md, \"Retries: a deadline, not a count\")",
     "urgent_lane": "pages (severity critical or error, escalation steps) ride the `urgent` queue and pool through "
                    "every stage; `false` sends them down the bulk queues (only where no `urgent` pool runs)",
-    "bulk_nice": "niceness (0-19) of a worker that consumes only bulk queues: on a host shared with the urgent pool, "
-                 "a burst yields the CPU to pages",
+    "bulk_nice": "niceness (0-19) of a worker that consumes only bulk queues, and of its session's autogroup when it "
+                 "leads a session (cli/workers.py): on a host shared with the urgent pool, a burst yields the CPU to "
+                 "pages; 0: they share it evenly (in containers, CPU weight does this: docker-compose.yml)",
     "bulk_yield": "while a page is in flight (one of its deliver batches runs), bulk deliver batches and fan-out "
-                  "chunks hold, at most 2 s each (herald/urgency.py; Redis broker only)",
+                  "chunks hold, at most 2 s each (herald/urgency.py; Redis broker only); for bulk and urgent pools "
+                  "on separate hosts that share a provider, where niceness orders nothing",
     "max_task_attempts": "attempts per task (transient errors other than an outage) before it is dead-lettered",
     "outage_deadline_s": "a task that cannot reach the database or the broker is retried with backoff for this "
                          "long after its first failure (any number of attempts) before it is dead-lettered",

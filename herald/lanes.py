@@ -157,12 +157,17 @@ QUEUES: tuple[str, ...] = tuple(dict.fromkeys(q for pool in POOLS.values() for q
 ALL_POOL = "all"
 
 
+def takes_a_lane(queues: tuple[str, ...]) -> bool:
+    """Whether a worker of ``queues`` consumes a lane (urgent, ops): it may hold a page, so it never yields."""
+    return bool({URGENT_QUEUE, OPS_QUEUE} & set(queues))
+
+
 def nice_for(queues: tuple[str, ...]) -> int:
     """How much a worker of ``queues`` yields the CPU: ``HERALD_BULK_NICE`` when it consumes only bulk queues.
 
     A worker that also consumes a lane (urgent, ops) keeps the normal priority: it may hold a page.
     """
-    return 0 if {URGENT_QUEUE, OPS_QUEUE} & set(queues) else get_settings().bulk_nice
+    return 0 if takes_a_lane(queues) else get_settings().bulk_nice
 
 
 def pool_queues(name: str) -> tuple[str, ...]:

@@ -47,12 +47,14 @@ class Settings(BaseSettings):
     # Pages (critical and error) ride their own queue and pool through every stage (herald/lanes.py); false: the
     # bulk queues, as every other event (only where no `urgent` pool runs, or to measure the lane).
     urgent_lane: bool = True
-    # Niceness of a worker that consumes only bulk queues (0-19; herald/lanes.py nice_for): on a host shared with
-    # the urgent pool, a burst yields the CPU to a page instead of sharing it.
-    bulk_nice: int = Field(default=0, ge=0, le=19)
+    # Niceness of a worker that consumes only bulk queues (0-19; herald/lanes.py nice_for, cli/workers.py
+    # yield_cpu): on a host shared with the urgent pool, a burst yields the CPU to a page instead of sharing it.
+    # 0: bulk and urgent workers share the CPU evenly.
+    bulk_nice: int = Field(default=10, ge=0, le=19)
     # While a page is in flight (one of its deliver batches runs), bulk deliver batches hold their next
-    # provider requests, a bounded while (herald/urgency.py); needs the Redis broker. false: never hold.
-    bulk_yield: bool = True
+    # provider requests, a bounded while (herald/urgency.py); needs the Redis broker. Off by default: where bulk
+    # and urgent workers share a host, niceness does more for a page at less cost to a burst (docs/architecture.md).
+    bulk_yield: bool = False
     max_task_attempts: int = 5  # other transient errors (a provider's 5xx inside a task)
     outage_deadline_s: float = 900.0  # database or broker unreachable: retried this long, not counted
     retry_base_s: float = 2.0

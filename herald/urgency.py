@@ -16,7 +16,9 @@ a page moves, bulk sending steps aside:
   :data:`BUDGET_S` per batch, so pages arriving without end slow bulk work but never stop it.
 
 Times are Redis's own clock (every machine agrees on it). Without Redis (the embedded default: one host, one
-lane) there are no marks and nothing yields. ``HERALD_BULK_YIELD=false`` turns the marks off.
+lane) there are no marks and nothing yields. Off unless ``HERALD_BULK_YIELD=true``: where bulk and urgent
+workers share a host, a bulk worker's niceness (cli/workers.py ``yield_cpu``) gives a page more for less of the
+burst's throughput (bench/RESULTS.md); the marks serve pools on separate hosts that share a provider.
 """
 
 from __future__ import annotations

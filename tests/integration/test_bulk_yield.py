@@ -56,11 +56,15 @@ def run_probe(queue: str, task: Any = probe) -> bool:
 
 
 @pytest.fixture
-def marks(clean: None) -> Iterator[urgency.Marks]:
+def marks(clean: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[urgency.Marks]:
+    monkeypatch.setenv("HERALD_BULK_YIELD", "true")  # off by default: niceness is the default's mechanism
+    get_settings.cache_clear()
     urgency.marks.cache_clear()
     current = urgency.marks()
-    assert current is not None, "the tests' broker is Redis: marks are on"
+    assert current is not None, "the tests' broker is Redis and the hold is on: marks are on"
     yield current
+    monkeypatch.delenv("HERALD_BULK_YIELD")
+    get_settings.cache_clear()
     urgency.marks.cache_clear()
 
 
@@ -98,9 +102,11 @@ def test_a_fan_out_chunk_holds_at_most_its_budget(marks: urgency.Marks) -> None:
     assert held >= 0.3 and time.monotonic() - started >= 0.3
 
 
-def test_off_or_without_redis_nothing_yields(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    for env in ({"HERALD_BULK_YIELD": "false"}, {"HERALD_BROKER_URL": "sqla+sqlite:////tmp/none.sqlite"}):
+def test_off_by_default_or_without_redis_nothing_yields(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    for env in ({}, {"HERALD_BULK_YIELD": "false"},
+                {"HERALD_BULK_YIELD": "true", "HERALD_BROKER_URL": "sqla+sqlite:////tmp/none.sqlite"}):
         with monkeypatch.context() as m:
+            m.delenv("HERALD_BULK_YIELD", raising=False)
             for name, value in env.items():
                 m.setenv(name, value)
             get_settings.cache_clear()

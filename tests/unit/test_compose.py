@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from herald import channels
-from herald.lanes import POOLS, pool_queues
+from herald.lanes import POOLS, pool_queues, takes_a_lane
 from herald.settings import Settings
 from tests.compose import (
     FILES,
@@ -222,3 +222,13 @@ def test_the_image_gives_its_user_a_writable_data_directory_that_beat_keeps_on_a
         volumes = COMPOSE[name]["services"]["beat"]["volumes"]
         assert [v.split(":")[1] for v in volumes] == [data_dir.group(1)], name
         assert volumes[0].split(":")[0] in COMPOSE[name]["volumes"], name
+
+
+@each_file
+def test_the_lanes_pools_outweigh_bulk_pools_for_the_cpu(name: str) -> None:
+    # a container is a cgroup of its own: a bulk worker's niceness (HERALD_BULK_NICE) orders it only against its
+    # own container's processes, so the CPU weight of the containers is what lets a page through a busy host
+    services = herald_services(COMPOSE[name])
+    for service, pool in worker_pools(COMPOSE[name]).items():
+        shares = services[service].get("cpu_shares", 1024)  # Docker's default weight
+        assert shares == (10240 if takes_a_lane(pool_queues(pool)) else 1024), service

@@ -252,7 +252,7 @@ class FakeProviders:
         if provider is None:
             raise web.HTTPNotFound(text="unknown provider")
         since = int(request.query.get("since", "0"))
-        entries = list(provider.seen)[since:]
+        entries = provider.seen.since(since)
         return web.Response(text=json.dumps({"count": len(provider.seen), "entries": entries}, default=str),
                             content_type="application/json")
 

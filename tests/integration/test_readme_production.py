@@ -52,7 +52,33 @@ def seen(control_url: str, provider: str) -> list[dict[str, Any]]:
         return list(json.load(answer)["entries"])
 
 
+def worker_mains(group: int) -> list[int]:
+    """The main process of each `herald worker` in a process group (not its pool's forks, which share its
+    command line)."""
+    workers: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # ended while we looked
+            continue
+        if int(fields[2]) == group and b"worker" in argv and b"--pool" in argv:
+            workers[int(entry.name)] = int(fields[1])
+    return [pid for pid, parent in workers.items() if parent not in workers]
+
+
 def stop(group: int) -> None:
+    """Stop what the README started as an operator does: each worker warmly first (SIGTERM to its main process
+    lets its pool finish the task in hand; SIGTERM to the whole group kills a task mid-run, an error in the
+    worker's log), then the rest (beat, the api, the fakes)."""
+    mains = worker_mains(group)
+    for pid in mains:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in mains):
+        time.sleep(0.2)
     for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(group, sig)

@@ -99,13 +99,18 @@ def idle(count: int) -> list[float]:
     return latencies
 
 
-def burst(bench: Bench, count: int, n: int, topic: str) -> dict[str, Any]:
-    """One business event to ``n`` devices; ``count`` pages from 2 s into it, :data:`PAGE_GAP_S` apart."""
+def fan_out(topic: str, summary: str) -> Any:
+    """Publish one business event to every subscriber of ``topic``; returns its id."""
     from producers import business_event, publish
 
+    return publish(business_event("order_submitted", topic=topic, reference=f"PO-{uuid.uuid4().hex[:8]}",
+                                  environment="prod", summary=summary))
+
+
+def burst(bench: Bench, count: int, n: int, topic: str) -> dict[str, Any]:
+    """One business event to ``n`` devices; ``count`` pages from 2 s into it, :data:`PAGE_GAP_S` apart."""
     t0 = time.time()
-    event_id = publish(business_event("order_submitted", topic=topic, reference=f"PO-{uuid.uuid4().hex[:8]}",
-                                      environment="prod", summary="Order for the burst"))
+    event_id = fan_out(topic, "Order for the burst")
     pages: list[tuple[Any, float]] = []
     gap = PAGE_GAP_S
     start = t0 + 2.0
@@ -134,11 +139,8 @@ def warm_up(bench: Bench, n: int, topic: str) -> float:
     lane first 89% and 89% of the no-lane rate, no-lane first 113%): the database's first pass over rows just
     seeded. Vacuuming and analyzing every table instead made the first burst slower still (63%).
     """
-    from producers import business_event, publish
-
     started = time.monotonic()
-    event_id = publish(business_event("order_submitted", topic=topic, reference=f"PO-{uuid.uuid4().hex[:8]}",
-                                      environment="prod", summary="Order to warm up"))
+    event_id = fan_out(topic, "Order to warm up")
     bench.wait_herald(event_id, n, timeout_s=max(300.0, n / 20))
     return round(time.monotonic() - started, 1)
 

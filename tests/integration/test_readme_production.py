@@ -8,6 +8,7 @@ install line (the virtualenv exists), the real providers' keys and Flower (a ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import select
 
 from herald.models import AuditLog, Incident
@@ -56,16 +58,11 @@ def worker_mains(group: int) -> list[int]:
     """The main process of each `herald worker` in a process group (not its pool's forks, which share its
     command line)."""
     workers: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # ended while we looked
-            continue
-        if int(fields[2]) == group and b"worker" in argv and b"--pool" in argv:
-            workers[int(entry.name)] = int(fields[1])
+    for proc in psutil.process_iter(["ppid", "cmdline"]):
+        argv = proc.info["cmdline"] or []
+        with contextlib.suppress(ProcessLookupError):  # ended while we looked
+            if "worker" in argv and "--pool" in argv and os.getpgid(proc.pid) == group:
+                workers[proc.pid] = proc.info["ppid"]
     return [pid for pid, parent in workers.items() if parent not in workers]
 
 
@@ -77,7 +74,7 @@ def stop(group: int) -> None:
     for pid in mains:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in mains):
+    while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in mains):
         time.sleep(0.2)
     for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
         try:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.integration.conftest import ROOT, Workers, wait_until
@@ -21,20 +22,6 @@ from tests.integration.conftest import ROOT, Workers, wait_until
 AUTOGROUP = Path("/proc/self/autogroup")
 
 pytestmark = pytest.mark.skipif(not AUTOGROUP.exists(), reason="this kernel has no autogroup scheduling")
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``: a prefork worker's pool, once it has forked."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # ended while we looked
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def autogroup_nice(pid: int) -> int:
@@ -45,7 +32,9 @@ def autogroup_nice(pid: int) -> int:
 def forked(proc: subprocess.Popen[bytes]) -> list[int]:
     """Wait until a worker's pool has forked (it chose its priority before that) and return the pool's pids."""
     assert proc.poll() is None
-    return list(wait_until(lambda: children(proc.pid), timeout_s=60, message=f"worker {proc.pid} to fork its pool"))
+    pool = wait_until(lambda: psutil.Process(proc.pid).children(), timeout_s=60,
+                      message=f"worker {proc.pid} to fork its pool")
+    return [child.pid for child in pool]
 
 
 def test_a_bulk_worker_lowers_its_session_and_the_urgent_pool_keeps_the_normal_priority(workers: Workers) -> None:

@@ -20,6 +20,9 @@ from herald.settings import Settings
 DOCS: dict[str, str] = {
     "database_url": "SQLAlchemy URL of herald's database, e.g. `postgresql+psycopg://user:pw@host/herald`; "
                     "unset: SQLite in the data directory",
+    "database_connect_timeout_s": "seconds to wait for a PostgreSQL connection (libpq's `connect_timeout`) unless "
+                                  "the URL names its own: a host that drops packets fails a command in this long "
+                                  "instead of hanging for minutes",
     "broker_url": "Celery broker, e.g. `redis://host:6379/0` or `amqp://user:pw@host//`; unset: SQLite in the "
                   "data directory (kombu's SQLAlchemy transport)",
     "data_dir": "where the embedded default keeps its SQLite files, the dev channel output and beat's state",

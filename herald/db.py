@@ -36,7 +36,18 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args(url))
+
+
+def connect_args(url: str) -> dict[str, Any]:
+    """The driver arguments herald adds to a server database's URL: PostgreSQL's ``connect_timeout``
+    (``HERALD_DATABASE_CONNECT_TIMEOUT_S``) unless the URL names its own. Without it libpq waits for the
+    operating system's TCP timeout (minutes) on a host that drops packets, or forever on one that accepts the
+    connection and never answers."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
+        return {}
+    return {"connect_timeout": get_settings().database_connect_timeout_s}
 
 
 def engine() -> Engine:

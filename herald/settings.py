@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
     database_url: str | None = None
+    # Seconds to wait for a PostgreSQL connection to be established (libpq's connect_timeout) unless the URL names
+    # its own: a database host that drops packets fails a command or a task in this long instead of hanging for the
+    # operating system's TCP timeout (minutes).
+    database_connect_timeout_s: int = Field(default=10, ge=1)
     broker_url: str | None = None
     data_dir: Path = Path(".herald")
     # text: one line per entry (a terminal); json: one JSON object per line with the ids as fields (herald/logs.py)

@@ -143,6 +143,22 @@ def test_cli_says_what_to_do_when_the_database_is_missing_or_unmigrated(tmp_path
     assert down.returncode == 3 and down.stderr.startswith("herald: database unreachable: connection failed")
 
 
+def test_a_database_that_accepts_and_never_answers_fails_the_command_instead_of_hanging_it() -> None:
+    # given a "database" that completes the TCP handshake (the kernel's backlog) and never says a word
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/x"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        # when a command needs it, with a one-second connect timeout
+        done = subprocess.run([sys.executable, "-m", "cli", "events", "list"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60,
+                              env={**base, "HERALD_DATABASE_URL": url, "HERALD_DATABASE_CONNECT_TIMEOUT_S": "1"})
+    # then it gives up and says why (libpq's own words), where it used to wait for good
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("herald: database unreachable: connection timeout expired"), done.stderr
+
+
 def test_flower_refuses_a_short_or_example_password() -> None:
     for auth in ("ops:change-me", "ops:", "ops:short"):
         done = subprocess.run([sys.executable, "-m", "cli", "flower"], cwd=ROOT, capture_output=True, text=True,

@@ -346,7 +346,35 @@ def record(messages: list[Message], results: list[Result], resends: dict[int, st
         _sort(rows, result, by_id[result.delivery_id].target, max_attempts)
     with db.session() as s:
         _write(s, rows, max_attempts)
+    _log_unsent(rows)
     return rows.retry_in
+
+
+LOGGED_IDS = 20  # delivery ids named in one log line; the rest are counted
+
+
+def _log_unsent(rows: _Rows) -> None:
+    """One log line per outcome and reason of the batch's targets that were not sent, naming their delivery ids
+    (``herald deadletters list`` and the database name the same ids): dead ones (a dead letter holds them) as a
+    warning, failed (the provider refused the target for good, e.g. an uninstalled app's token) and retried ones
+    as info. Nothing for the sent, the common case."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for row in rows.updates:
+        if row.get("status") in ("pending", "failed", "dead"):
+            groups.setdefault((row["status"], row.get("last_error") or "no reason given"), []).append(row["id"])
+    for (status, reason), ids in groups.items():
+        outcome = {"pending": "to be retried", "failed": "failed", "dead": "dead"}[status]
+        extra: dict[str, Any] = {"task_id": rows.task_id}
+        if len(ids) == 1:
+            extra["delivery_id"] = ids[0]
+        log.log(logging.WARNING if status == "dead" else logging.INFO, "%d target(s) %s: %s (delivery %s)",
+                len(ids), outcome, reason, named(ids), extra=extra)
+
+
+def named(ids: Sequence[int]) -> str:
+    """``1, 2, 3``; past :data:`LOGGED_IDS` the rest are counted: ``1, ..., 20 and 480 more``."""
+    more = len(ids) - LOGGED_IDS
+    return ", ".join(map(str, ids[:LOGGED_IDS])) + (f" and {more} more" if more > 0 else "")
 
 
 def _write(s: Session, rows: _Rows, max_attempts: int) -> None:

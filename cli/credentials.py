@@ -143,10 +143,37 @@ def credentials_add(
     out.print(f"stored {summary}")
 
 
+@credentials_app.command("retire")
+def credentials_retire(
+    name: Annotated[str, typer.Argument(help="The declared credential's name.")],
+    environment: Environment = "prod",
+) -> None:
+    """Stop tracking a declared credential nobody uses any more (an expired key that was replaced under another
+    name, say): no sweep notifies its owners and `herald status` no longer asks for it. `credentials add` with
+    the same name brings it back. A credential read from a file, or declared in the directory file, follows
+    its source: remove the file or the directory entry instead.
+
+    Example:
+
+        herald credentials retire partner-acme-key --environment prod
+    """
+    from herald import db, inventory
+    from herald.inventory import CredentialError
+
+    try:
+        with db.session() as s:
+            row = inventory.retire(s, name=name, environment=inventory.check_environment(environment))
+            summary = f"{row.name} ({row.environment})"
+    except CredentialError as exc:
+        fail(EXIT_BAD_INPUT, str(exc))
+    out.print(f"retired {summary}: no longer tracked (herald credentials list --all shows it)")
+
+
 @credentials_app.command("list")
 def credentials_list(
     environment: Annotated[str | None, typer.Option(help="Only this environment.")] = None,
-    include_inactive: Annotated[bool, typer.Option("--all", help="Include credentials whose file is gone.")] = False,
+    include_inactive: Annotated[bool, typer.Option(
+        "--all", help="Include credentials whose file is gone and retired ones.")] = False,
     as_json: Json = False,
 ) -> None:
     """List the inventory, soonest expiry first: name, kind, environment, owner, expires at, days left.
@@ -165,8 +192,16 @@ def credentials_list(
     table = Table("name", "kind", "environment", "owner", "expires at", "days left", "status")
     for r in rows:
         table.add_row(r["name"], r["kind"], r["environment"], r["owner"] or "-", (r["expires_at"] or "-")[:16],
-                      "-" if r["days_left"] is None else str(r["days_left"]), r["status"] if r["active"] else "gone")
+                      "-" if r["days_left"] is None else str(r["days_left"]), _state(r))
     out.print(table)
     for r in rows:  # reasons are long: one line each under the table
         if r["error"]:
             err.print(f"unreadable: {r['path']}: {r['error']}", markup=False, highlight=False)
+
+
+def _state(row: dict[str, Any]) -> str:
+    """The status column: the expiry's status while tracked; ``retired`` (a declared one, by `retire`) or ``gone``
+    (its file or directory entry disappeared) once not."""
+    if row["active"]:
+        return str(row["status"])
+    return "retired" if row["origin"] == "declared" else "gone"

@@ -166,8 +166,9 @@ def status(as_json: Json = False) -> None:
     stack, started has not passed is "not yet due", not overdue) or its last run failed, a pool is down
     (it had workers and none has sent a heartbeat within HERALD_HEARTBEAT_TIMEOUT_S; a pool no worker
     ever ran is "not seen"), a queue's oldest message is older than HERALD_BACKLOG_AGE_THRESHOLD_S or the
-    broker cannot be read, a provider's circuit is open, a page reached nobody, or an operations condition
-    is raised (queue backlog, processing delayed, SLA breached...).
+    broker cannot be read, a provider's circuit is open, a page reached nobody, an operations condition
+    is raised (queue backlog, processing delayed, SLA breached...), or a credential still in use has expired
+    (renew it, or `herald credentials retire` one nobody uses).
 
     Examples:
 

@@ -442,6 +442,24 @@ def sync_directory(s: Session) -> int:
     return len(gone.all())
 
 
+def retire(s: Session, *, name: str, environment: str) -> Credential:
+    """Stop tracking a declared credential nobody uses any more: it becomes inactive (no sweep notifies its
+    owners, ``herald status`` no longer asks for it); declaring it again brings it back. A credential read from
+    a file or from the directory follows its source instead: remove the file or the directory entry."""
+    row = s.scalar(select(Credential).where(Credential.name == name, Credential.environment == environment)
+                   .with_for_update())
+    if row is None:
+        raise CredentialError(name, f"no credential of this name in {environment} (herald credentials list --all)")
+    if row.origin == "file":
+        raise CredentialError(name, f"read from {row.path}: remove or replace the file, the next credential sweep "
+                                    "follows it")
+    if row.origin == "directory":
+        raise CredentialError(name, "declared in the directory file: remove its resource there and apply the file")
+    row.active = False
+    s.flush()
+    return row
+
+
 # --- reading the inventory ----------------------------------------------------------------
 
 

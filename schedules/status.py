@@ -13,7 +13,8 @@ covers every pool).
 
 :func:`report` gathers all of it, with the queues (depth and oldest age, live from the broker), the
 providers' circuits (herald/channels/gate.py, shared in Redis), open dead letters and their targets,
-the pages that reached nobody, and the credentials expiring soonest; :func:`needs_a_person` says, in
+the pages that reached nobody, the credentials expiring soonest and every one that has expired while still in
+use; :func:`needs_a_person` says, in
 words, what in it a person must act on (``herald status`` exits 1 when anything does).
 """
 
@@ -220,6 +221,18 @@ def credentials_expiring(now: datetime | None = None, limit: int = 5) -> list[di
                 for c in rows]
 
 
+def credentials_expired(now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every active credential whose expiry has passed: something that uses it fails until a person renews it
+    (``herald credentials add``, a new file) or retires it (``herald credentials retire``)."""
+    now = now or utcnow()
+    with db.session() as s:
+        found = s.execute(select(Credential.name, Credential.environment, Credential.origin, Credential.expires_at)
+                          .where(Credential.active.is_(True), Credential.expires_at <= now)
+                          .order_by(Credential.expires_at, Credential.name, Credential.environment))
+        return [{"name": name, "environment": environment, "origin": origin, "expires_at": expires_at.isoformat()}
+                for name, environment, origin, expires_at in found if expires_at is not None]
+
+
 def report(now: datetime | None = None) -> dict[str, Any]:
     """Everything ``herald status`` shows, as ``--json`` prints it; ``attention`` lists what needs a person."""
     now = now or utcnow()
@@ -232,6 +245,7 @@ def report(now: datetime | None = None) -> dict[str, Any]:
         "dead_letters": {"open": sum(dead.values()), "by_kind": dead,
                          "targets": dead_lettered_targets() if dead.get("delivery") else 0},
         "unreached_pages": unreached_pages(), "credentials": credentials_expiring(now),
+        "credentials_expired": credentials_expired(now),
     }
     body["attention"] = needs_a_person(body)
     body["took_ms"] = round((time.perf_counter() - started) * 1000)
@@ -260,4 +274,15 @@ def needs_a_person(body: dict[str, Any]) -> list[str]:
     if body["unreached_pages"]:
         found.append(f"{len(body['unreached_pages'])} page(s) reached nobody")
     found += [f"condition {c['condition']} raised on {c['resource']}" for c in body["raised"]]
+    expired = body["credentials_expired"]
+    if len(expired) > EXPIRED_NAMED:
+        found.append(f"{len(expired)} credentials expired: renew or retire them (herald credentials list)")
+    else:
+        found += [f"credential {c['name']} ({c['environment']}) expired {c['expires_at'][:10]}: renew it "
+                  f"({RENEW[c['origin']]})" + (" or retire it (herald credentials retire)"
+                                               if c["origin"] == "declared" else "") for c in expired]
     return found
+
+
+EXPIRED_NAMED = 3  # expired credentials named one per line; past that, counted
+RENEW = {"declared": "herald credentials add", "file": "replace its file", "directory": "in the directory file"}

@@ -194,3 +194,60 @@ def test_queues_circuits_and_credentials(clean: None, monkeypatch: pytest.Monkey
     assert not any("other.example" in a for a in body["attention"])
     assert body["unreached_pages"] == []
     assert body["took_ms"] < 2000
+
+
+def test_an_expired_credential_needs_a_person_until_renewed_or_retired(clean: None) -> None:
+    record_beat_start()  # the sweeps are not yet due: only the credentials speak
+
+    def add(name: str, days: float) -> None:
+        expiry = (utcnow() + timedelta(days=days)).isoformat(timespec="seconds")
+        done = runner.invoke(app, ["credentials", "add", name, "--expires-at", expiry, "--environment", "prod"])
+        assert done.exit_code == 0, done.output
+
+    # given a declared key that expired yesterday and one that expires next month
+    add("old-partner-key", -1)
+    add("next-month-key", 30)
+    code, body = status()
+    # then status names the expired one, says what to do, and exits 1
+    assert code == 1
+    assert [a for a in body["attention"] if "credential" in a] == [
+        f"credential old-partner-key (prod) expired {(utcnow() - timedelta(days=1)).date()}: renew it "
+        "(herald credentials add) or retire it (herald credentials retire)"]
+    assert [c["name"] for c in body["credentials_expired"]] == ["old-partner-key"]
+    # when it is renewed, nothing needs a person
+    add("old-partner-key", 365)
+    assert status()[0] == 0
+    # and when another expires and nobody uses it any more, retiring it clears status too
+    add("old-partner-key", -2)
+    assert status()[0] == 1
+    done = runner.invoke(app, ["credentials", "retire", "old-partner-key", "--environment", "prod"])
+    assert done.exit_code == 0 and "retired old-partner-key (prod)" in done.stdout
+    code, body = status()
+    assert code == 0 and body["credentials_expired"] == [] and body["attention"] == []
+    listed = runner.invoke(app, ["credentials", "list", "--all", "--json"])
+    assert {(r["name"], r["active"]) for r in json.loads(listed.stdout)} == {
+        ("old-partner-key", False), ("next-month-key", True)}
+    assert "retired" in runner.invoke(app, ["credentials", "list", "--all"]).stdout
+
+
+def test_many_expired_credentials_are_counted_and_retire_refuses_what_it_cannot_do(clean: None) -> None:
+    from herald.models import Credential
+
+    record_beat_start()
+    # given four expired credentials, one of them read from a file
+    with db.session() as s:
+        for i in range(3):
+            s.add(Credential(name=f"key-{i}", environment="prod", kind="api_key", origin="declared",
+                             expires_at=utcnow() - timedelta(days=1), fingerprint=f"v{i}"))
+        s.add(Credential(name="partners/acme", environment="prod", kind="certificate", origin="file",
+                         path="/etc/pki/partners/acme.pem", expires_at=utcnow() - timedelta(days=2), fingerprint="f"))
+    # then status counts them in one line
+    code, body = status()
+    assert code == 1 and body["attention"] == ["4 credentials expired: renew or retire them (herald credentials list)"]
+    # and retire refuses a file's credential, an unknown name and an unknown environment, changing nothing
+    for argv, why in ((["partners/acme"], "read from /etc/pki/partners/acme.pem: remove or replace the file"),
+                      (["no-such-key"], "no credential of this name in prod"),
+                      (["key-0", "--environment", "mars"], "unknown environment 'mars'")):
+        done = runner.invoke(app, ["credentials", "retire", *argv])
+        assert done.exit_code == 2 and why in done.stderr, done.output
+    assert len(status()[1]["credentials_expired"]) == 4

@@ -2,7 +2,8 @@
 
 Each drill starts what it breaks on its own: a ``redis-server`` on a free port (the broker, restartable) or,
 for a module that overrides ``drill_broker`` (test_rabbitmq.py), a virtual host of its own on the shared
-RabbitMQ, and a TCP proxy in front of the session's Postgres database (cut = the database is gone, restore = back).
+RabbitMQ behind a TCP proxy of its own (its cut and restore: a broker restart), and a TCP proxy in front of the
+session's Postgres database (cut = the database is gone, restore = back).
 Around them: one ``herald worker --pool NAME`` per pool (the sweeps pool runs beat), the provider fakes on a
 thread of the test process (FCM, APNs and Web Push at 20 ms), and a directory whose subscribers have devices
 on the three channels. A burst is published from a subprocess in direct mode; the drill then asserts the
@@ -123,17 +124,29 @@ def rabbitmqctl(*args: str) -> str:
 
 class DrillRabbit:
     """A virtual host of the drill's own on the shared RabbitMQ (127.0.0.1:5672), created at start and deleted
-    at stop. The shared broker itself is never stopped or restarted: there is no broker-restart drill on it."""
+    at stop, reached through a TCP proxy of its own. The shared broker itself is never stopped: its restart, as
+    herald's processes see it, is the proxy's (:meth:`restart`)."""
 
     def __init__(self, tag: str) -> None:
         self.vhost = f"herald_drill_{tag}"
-        self.url = f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
+        self.proxy = TcpProxy(("127.0.0.1", 5672))
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.proxy.port}/{self.vhost}"
 
     def start(self) -> None:
         rabbitmqctl("add_vhost", self.vhost)
         rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+        self.proxy.start()
+
+    def restart(self, down_s: float = 3.0) -> None:
+        """What a RabbitMQ restart is to herald's processes: every connection dropped, new ones refused for
+        ``down_s``, then accepted again. Durable queues keep their messages, and a message delivered and not
+        yet acknowledged goes back to its queue, as across a real restart."""
+        self.proxy.cut()
+        time.sleep(down_s)
+        self.proxy.restore()
 
     def stop(self) -> None:
+        self.proxy.cut()
         with contextlib.suppress(subprocess.CalledProcessError):  # never created, or already gone
             rabbitmqctl("delete_vhost", self.vhost)
 
@@ -146,8 +159,9 @@ class DrillRabbit:
 Broker = DrillRedis | DrillRabbit
 
 
-class PgProxy:
-    """A TCP proxy between herald's processes and Postgres: ``cut()`` is a database gone, ``restore()`` back."""
+class TcpProxy:
+    """A TCP proxy between herald's processes and a service (Postgres, RabbitMQ): ``cut()`` is the service gone,
+    ``restore()`` back."""
 
     def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
         self.upstream = upstream
@@ -157,13 +171,14 @@ class PgProxy:
         self._stop: threading.Event | None = None
 
     def url(self) -> str:
+        """The session's Postgres database through this proxy (a proxy in front of Postgres)."""
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{DB_NAME}"
 
     def start(self) -> None:
         listener = socket.create_server(("127.0.0.1", self.port))
         listener.settimeout(0.1)
         self._stop = stop = threading.Event()
-        threading.Thread(target=self._accept, args=(listener, stop), daemon=True, name="pg-proxy").start()
+        threading.Thread(target=self._accept, args=(listener, stop), daemon=True, name=f"proxy-{self.port}").start()
 
     def _accept(self, listener: socket.socket, stop: threading.Event) -> None:
         with listener:
@@ -566,7 +581,7 @@ class Drill:
 
     stack: Stack
     broker: Broker
-    db_proxy: PgProxy
+    db_proxy: TcpProxy
     fakes: Any
     directory: Directory
     tag: str
@@ -585,7 +600,7 @@ def _new_drill(fakes: Any, folder: Path, pools: tuple[str, ...], extra_env: dict
     tag = uuid.uuid4().hex[:6]
     broker: Broker = DrillRabbit(tag) if broker_kind == "rabbitmq" else DrillRedis(folder)
     broker.start()
-    proxy = PgProxy()
+    proxy = TcpProxy()
     proxy.start()
     env = {**os.environ, **TEST_ENV, **fakes.env(), **DRILL_ENV,
            "HERALD_BROKER_URL": broker.url, "HERALD_BROKER_KEY_PREFIX": f"drill-{tag}:",

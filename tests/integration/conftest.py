@@ -51,7 +51,13 @@ TEST_ENV = {
 }
 
 
+_CONFIGURED: list[pytest.Config] = []  # the session this module set up (the browser tier may call the hook first)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if config in _CONFIGURED:  # `pytest tests`: tests/browser/conftest.py ran it before this conftest was registered
+        return
+    _CONFIGURED.append(config)
     config.addinivalue_line("markers", "expect_dead_letters(*patterns): the test leaves dead letters on purpose; "
                             "each one's reason must match one of the regular expressions")
     config.addinivalue_line("markers", "expect_log_errors(*patterns): the workers the test started log errors on "

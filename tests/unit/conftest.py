@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,37 @@ def _refuse(what: str) -> None:
 
 def _port(address: Any) -> int | None:
     return address[1] if isinstance(address, tuple) and len(address) >= 2 else None
+
+
+@pytest.fixture(autouse=True)
+def embedded_default() -> Iterator[None]:
+    """In a whole-suite run (``pytest`` at the top) the integration tier has put its session's settings (its
+    Postgres database, Redis, keys) in the environment: a unit test runs without them, on the embedded default
+    in a throwaway data folder, as under ``pytest tests/unit``; herald's settings, engine and built channels are
+    forgotten on the way in and out, so neither tier sees the other's."""
+    integration = sys.modules.get("tests.integration.conftest")
+    if integration is None:  # `pytest tests/unit` (the Makefile's first tier): nothing to hide
+        yield
+        return
+    saved = dict(os.environ)
+    for key in integration.TEST_ENV:
+        os.environ.pop(key, None)
+    os.environ["HERALD_DATA_DIR"] = _DATA_DIR
+    _forget()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        _forget()
+
+
+def _forget() -> None:
+    from herald import db
+    from herald.settings import get_settings
+
+    get_settings.cache_clear()
+    db.reset_engine()
 
 
 @pytest.fixture(autouse=True)

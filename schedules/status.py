@@ -13,9 +13,9 @@ covers every pool).
 
 :func:`report` gathers all of it, with the queues (depth and oldest age, live from the broker), the
 providers' circuits (herald/channels/gate.py, shared in Redis), open dead letters and their targets,
-the pages that reached nobody, the credentials expiring soonest and every one that has expired while still in
-use; :func:`needs_a_person` says, in
-words, what in it a person must act on (``herald status`` exits 1 when anything does).
+the pages that reached nobody, the credentials expiring soonest and every one that has expired while still
+in use; :func:`needs_a_person` says, in words, what in it a person must act on (``herald status`` exits 1
+when anything does).
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def needs_a_person(body: dict[str, Any]) -> list[str]:
         found.append(f"{len(expired)} credentials expired: renew or retire them (herald credentials list)")
     else:
         found += [f"credential {c['name']} ({c['environment']}) expired {c['expires_at'][:10]}: renew it "
-                  f"({RENEW[c['origin']]})" + (" or retire it (herald credentials retire)"
+                  f"({RENEW.get(c['origin'], RENEW['declared'])})" + (" or retire it (herald credentials retire)"
                                                if c["origin"] == "declared" else "") for c in expired]
     return found
 

@@ -26,8 +26,12 @@ def the_target(batch_id: uuid.UUID) -> int:
     return int(delivery_id)
 
 
-def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == LOGGER and "target(s)" in r.getMessage()]
+def run_batch(batch_id: uuid.UUID, caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    """Run the batch as its deliver task would; the one line it logged about its unsent targets."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    deliver_batch("fcm", str(batch_id), None)
+    [line] = [r for r in caplog.records if r.name == LOGGER and "target(s)" in r.getMessage()]
+    return line
 
 
 def test_a_target_the_provider_refused_for_good_is_logged_with_its_delivery_id(
@@ -35,11 +39,9 @@ def test_a_target_the_provider_refused_for_good_is_logged_with_its_delivery_id(
     # given one FCM target whose token the provider no longer knows
     batch_id = one_target(fake, "fcm")
     fake.providers["fcm"].switches.dead_tokens.add("fcm-ana")
-    caplog.set_level(logging.INFO, logger=LOGGER)
     # when its batch runs
-    deliver_batch("fcm", str(batch_id), None)
+    line = run_batch(batch_id, caplog)
     # then one info line says it failed, why, and which delivery it was
-    [line] = lines(caplog)
     target = the_target(batch_id)
     assert line.levelno == logging.INFO and line.delivery_id == target  # type: ignore[attr-defined]
     assert line.getMessage().startswith("1 target(s) failed: ")
@@ -49,9 +51,7 @@ def test_a_target_the_provider_refused_for_good_is_logged_with_its_delivery_id(
 def test_a_retried_target_is_logged_as_such(fake: FakeProviders, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     batch_id = one_target(fake, "fcm")
     fake.providers["fcm"].switches.error_rate = 1.0  # every request answered "unavailable"
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    deliver_batch("fcm", str(batch_id), None)
-    [line] = lines(caplog)
+    line = run_batch(batch_id, caplog)
     assert line.levelno == logging.INFO
     assert line.getMessage().startswith("1 target(s) to be retried: ")
     assert line.getMessage().endswith(f"(delivery {the_target(batch_id)})")
@@ -64,10 +64,8 @@ def test_a_dead_target_is_a_warning(fake: FakeProviders, caplog: pytest.LogCaptu
     with db.session() as s:
         s.execute(update(Delivery).values(deliver_by=utcnow() - timedelta(seconds=1)))
     fake.providers["fcm"].switches.error_rate = 1.0
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    deliver_batch("fcm", str(batch_id), None)
+    line = run_batch(batch_id, caplog)
     # then the line is a warning: a dead letter holds the target
-    [line] = lines(caplog)
     assert line.levelno == logging.WARNING
     assert line.getMessage().startswith("1 target(s) dead: delivery deadline passed")
     assert line.getMessage().endswith(f"(delivery {the_target(batch_id)})")

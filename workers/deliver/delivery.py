@@ -351,6 +351,7 @@ def record(messages: list[Message], results: list[Result], resends: dict[int, st
 
 
 LOGGED_IDS = 20  # delivery ids named in one log line; the rest are counted
+_UNSENT = {"pending": "to be retried", "failed": "failed", "dead": "dead"}  # a row's new status, as logged
 
 
 def _log_unsent(rows: _Rows) -> None:
@@ -360,15 +361,14 @@ def _log_unsent(rows: _Rows) -> None:
     as info. Nothing for the sent, the common case."""
     groups: dict[tuple[str, str], list[int]] = {}
     for row in rows.updates:
-        if row.get("status") in ("pending", "failed", "dead"):
+        if row.get("status") in _UNSENT:
             groups.setdefault((row["status"], row.get("last_error") or "no reason given"), []).append(row["id"])
     for (status, reason), ids in groups.items():
-        outcome = {"pending": "to be retried", "failed": "failed", "dead": "dead"}[status]
         extra: dict[str, Any] = {"task_id": rows.task_id}
         if len(ids) == 1:
             extra["delivery_id"] = ids[0]
         log.log(logging.WARNING if status == "dead" else logging.INFO, "%d target(s) %s: %s (delivery %s)",
-                len(ids), outcome, reason, named(ids), extra=extra)
+                len(ids), _UNSENT[status], reason, named(ids), extra=extra)
 
 
 def named(ids: Sequence[int]) -> str:

@@ -25,12 +25,15 @@ pytestmark = [pytest.mark.drill,
 
 
 # What a broker restart legitimately causes: consumers reconnect (Celery logs the old connection's close as it
-# cleans up after its event loop); an ack on the dropped connection fails (the
-# message goes back to its queue and its task runs again, idempotent); beat misses the ticks due while it cannot
-# publish (each sweep runs again at its next one). A pool that dies of it is not declared.
+# cleans up after its event loop); a task that cannot hand its work on while the broker is gone is rejected and
+# requeued (herald/taskbase.py: a warning with its traceback; it runs again once the broker is back); an ack on
+# the dropped connection fails (the message goes back to its queue and its task runs again, idempotent); beat
+# misses the ticks due while it cannot publish (each sweep runs again at its next one). A pool that dies of it
+# is not declared.
 BROKER_RESTART_LOG_ERRORS = (r"consumer: Cannot connect to amqp://",
                              r"Error cleaning up after event loop: (OSError|RecoverableConnectionError)\(",
                              r"Couldn't ack \d+, reason:RecoverableConnectionError",
+                             r"reject requeue=True: .*(Connection refused|closed connection|disconnected)",
                              r"Couldn't apply scheduled task [\w-]+: \[Errno 111\] Connection refused")
 
 

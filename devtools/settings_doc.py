@@ -84,6 +84,8 @@ DOCS: dict[str, str] = {
     "dev_delay_ms": "dev backend: pretend each send takes this long",
     "channel_timeout_s": "one request to a provider, connect included",
     "channel_circuit_failures": "consecutive 'provider down' answers that open a provider's circuit",
+    "channel_circuit_window_s": "the failures that open a circuit are counted while each comes within this long of "
+                                "the one before; a failure after a longer quiet spell starts the count again",
     "channel_circuit_open_s": "first open period of a circuit; doubles after each failed probe",
     "channel_circuit_max_open_s": "longest open period of a circuit; also the longest wait before a host that gave "
                                   "no answer is tried again",

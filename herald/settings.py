@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     # what every provider channel shares (herald/channels/sender.py, gate.py)
     channel_timeout_s: float = 10.0  # one request to a provider, connect included
     channel_circuit_failures: int = 20  # consecutive "provider down" answers that open the circuit
+    # ... each within this long of the one before (a failure alone after a quiet spell starts the count again)
+    channel_circuit_window_s: float = Field(default=60.0, gt=0)
     channel_circuit_open_s: float = 5.0  # first open period; doubles per failed probe
     channel_circuit_max_open_s: float = 60.0  # also: a host back is tried again within this long
     channel_auth_alert_interval_s: float = 600.0  # at most one ops event per channel and interval

@@ -11,7 +11,8 @@ Redis: the same rules then hold per process (:class:`LocalState`).
 - **Retry-After**: a provider-wide "not before" time (FCM QUOTA_EXCEEDED applies to the whole
   project); no request leaves before it.
 - **Circuit**, one per provider host (APNs sandbox and production are two; each Web Push service
-  is one): consecutive "host down" answers (connection errors, timeouts, 5xx) open it; while open,
+  is one): consecutive "host down" answers (connection errors, timeouts, 5xx), none of them further
+  than a window apart (a quiet host's failures of last week do not add up with today's), open it; while open,
   that host's targets are not sent (they keep their attempts); when the open period ends one
   process sends one probe request; any answer from the host closes it, none reopens it for twice
   as long (bounded). An answer from one host never closes another host's circuit.
@@ -76,11 +77,13 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {2, 0} end
 return {1, 1000}
 """
 
-# KEYS: failures, open_until, open period, probe lock. ARGV: threshold, base ms, max ms, probe(0/1).
+# KEYS: failures, open_until, open period, probe lock.
+# ARGV: threshold, base ms, max ms, probe(0/1), failures, window ms (the failures count is forgotten after it).
 _FAILED = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fails = redis.call('INCRBY', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if fails < tonumber(ARGV[1]) and ARGV[4] == '0' then return 0 end
 local period = tonumber(redis.call('GET', KEYS[3]) or '0')
 if period == 0 then period = tonumber(ARGV[2]) else period = math.min(period * 2, tonumber(ARGV[3])) end
@@ -119,7 +122,7 @@ class RedisState:
     """The gate's state in Redis, shared by every process on the same broker."""
 
     def __init__(self, url: str, prefix: str, provider: str, threshold: int, open_s: float,
-                 max_open_s: float, timeout_s: float = 2.0) -> None:
+                 max_open_s: float, failure_window_s: float = 60.0, timeout_s: float = 2.0) -> None:
         import redis
 
         self.redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
@@ -128,6 +131,7 @@ class RedisState:
         self.k_leases, self.k_sizes, self.k_rate = base + "leases", base + "sizes", base + "rate:"
         self.k_block = base + "block"
         self.threshold, self.open_ms, self.max_open_ms = threshold, int(open_s * 1000), int(max_open_s * 1000)
+        self.failure_window_ms = max(1, int(failure_window_s * 1000))
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._check = self.redis.register_script(_CHECK)
         self._failed = self.redis.register_script(_FAILED)
@@ -172,7 +176,8 @@ class RedisState:
     def failed(self, host: str, count: int, *, probe: bool) -> float:
         k = self._circuit(host)
         period = self._failed(keys=[k["fails"], k["open_until"], k["period"], k["probe"]],
-                              args=[self.threshold, self.open_ms, self.max_open_ms, int(probe), count])
+                              args=[self.threshold, self.open_ms, self.max_open_ms, int(probe), count,
+                                    self.failure_window_ms])
         return int(period) / 1000
 
 
@@ -181,13 +186,14 @@ class _LocalCircuit:
     open_until: float = 0.0
     period: float = 0.0
     fails: int = 0
+    failed_at: float = 0.0  # the last failure counted in ``fails``
     probing: bool = False
 
 
 class LocalState:
     """The same rules inside one process (the embedded default has no Redis)."""
 
-    def __init__(self, threshold: int, open_s: float, max_open_s: float,
+    def __init__(self, threshold: int, open_s: float, max_open_s: float, failure_window_s: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.clock = clock  # seconds since the epoch; a test passes its own
         self.lock = threading.Lock()
@@ -196,6 +202,7 @@ class LocalState:
         self.blocked_until = 0.0
         self.circuits: dict[str, _LocalCircuit] = {}
         self.threshold, self.open_s, self.max_open_s = threshold, open_s, max_open_s
+        self.failure_window_s = failure_window_s
 
     def acquire(self, want: int, max_in_flight: int, rate_per_s: int) -> tuple[Lease | None, float]:
         now = self.clock()
@@ -248,11 +255,14 @@ class LocalState:
     def failed(self, host: str, count: int, *, probe: bool) -> float:
         with self.lock:
             c = self.circuits.setdefault(host, _LocalCircuit())
-            c.fails += count
+            now = self.clock()
+            if now - c.failed_at > self.failure_window_s:  # the last failure is too long ago to count with this one
+                c.fails = 0
+            c.fails, c.failed_at = c.fails + count, now
             if c.fails < self.threshold and not probe:
                 return 0.0
             c.period = self.open_s if not c.period else min(c.period * 2, self.max_open_s)
-            c.open_until = self.clock() + c.period
+            c.open_until = now + c.period
             c.probing = False
             return c.period
 
@@ -323,7 +333,9 @@ def make_gate(provider: str, limits: Limits) -> Gate:
     state: Any
     if broker.startswith(("redis://", "rediss://", "unix://")):
         state = RedisState(broker, settings.broker_key_prefix, provider, threshold,
-                           settings.channel_circuit_open_s, settings.channel_circuit_max_open_s)
+                           settings.channel_circuit_open_s, settings.channel_circuit_max_open_s,
+                           settings.channel_circuit_window_s)
     else:
-        state = LocalState(threshold, settings.channel_circuit_open_s, settings.channel_circuit_max_open_s)
+        state = LocalState(threshold, settings.channel_circuit_open_s, settings.channel_circuit_max_open_s,
+                           settings.channel_circuit_window_s)
     return Gate(provider, state, limits.max_in_flight, limits.rate_per_s, threshold)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from herald.channels.gate import Circuit, Gate, RedisState
-from tests.integration.conftest import REDIS_URL, TEST_ENV
+from tests.integration.conftest import REDIS_URL, TEST_ENV, wait_until
 
 
 def redis_gate(provider: str, max_in_flight: int = 3, rate_per_s: int = 0) -> Gate:
@@ -69,6 +69,23 @@ def test_the_circuit_opens_probes_once_and_closes_on_success(clean: None) -> Non
     assert other.check("h").state == "probe"
     other.report("h", answered=1, down=0, probe=True)
     assert gate.check("h").state == "closed"
+
+
+def test_failures_further_apart_than_the_window_do_not_add_up(clean: None) -> None:
+    # given a host with a 0.3 s window (3 failures open it) that failed twice
+    state = RedisState(REDIS_URL, TEST_ENV["HERALD_BROKER_KEY_PREFIX"], "t-window", 3, 0.5, 4.0,
+                       failure_window_s=0.3)
+    fails = state._circuit("h")["fails"]
+    assert state.failed("h", 2, probe=False) == 0.0
+    assert 0 < state.redis.pttl(fails) <= 300  # type: ignore[operator]
+    # when the window passes without another failure, Redis forgets the count
+    wait_until(lambda: not state.redis.exists(fails), timeout_s=5, message="the failure count to expire")
+    # then one more failure starts the count again: the circuit stays closed
+    assert state.failed("h", 1, probe=False) == 0.0
+    assert state.check("h") == Circuit("closed")
+    # and the count reaching the threshold within the window opens it
+    assert state.failed("h", 2, probe=False) == 0.5
+    assert state.check("h").state == "open"
 
 
 def test_each_host_has_its_own_circuit_and_an_answer_from_one_never_closes_another(clean: None) -> None:

@@ -85,6 +85,23 @@ def test_the_circuit_opens_probes_once_and_closes_on_success() -> None:
     assert gate.check("h").state == "closed"
 
 
+def test_failures_further_apart_than_the_window_do_not_add_up() -> None:
+    # given a quiet host (60 s window, 3 failures open it) that failed twice, then nothing for a minute
+    clock = Clock()
+    gate = local_gate(clock)
+    assert gate.report("h", answered=0, down=2, probe=False) == 0.0
+    clock.now += 60.01
+    # then one failure after the quiet spell starts the count again: the circuit stays closed
+    assert gate.report("h", answered=0, down=1, probe=False) == 0.0
+    assert gate.check("h").state == "closed"
+    # and failures each within the window of the one before add up however long the run: the third opens it
+    clock.now += 59
+    assert gate.report("h", answered=0, down=1, probe=False) == 0.0
+    clock.now += 59
+    assert gate.report("h", answered=0, down=1, probe=False) == 0.5
+    assert gate.check("h").state == "open"
+
+
 def test_each_host_has_its_own_circuit_and_an_answer_from_one_never_closes_another() -> None:
     gate = local_gate(Clock())
     assert gate.report("api.push.apple.com", answered=0, down=3, probe=False) == 0.5

@@ -12,9 +12,10 @@ COPY api ./api
 COPY cli ./cli
 COPY devtools ./devtools
 # The versions the tests ran with (requirements.lock as constraints), then an unprivileged user that
-# owns only its data directory (beat's schedule file, the dev channel's output): the code stays root's.
+# owns only its data directory (beat's schedule file, the dev channel's output): the code stays root's. Its uid
+# is the one the compose files' metrics volume is mounted for.
 RUN pip install --no-cache-dir -c requirements.lock . \
-    && useradd --create-home herald \
+    && useradd --uid 1000 --create-home herald \
     && install -d -o herald -g herald -m 700 /var/lib/herald
 USER herald
 VOLUME ["/var/lib/herald"]

@@ -40,6 +40,15 @@ def long_running(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: svc for name, svc in compose["services"].items() if svc.get("restart") != "no"}
 
 
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """A service's volumes: the path in the container -> the named volume mounted there."""
+    found: dict[str, str] = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        found[target] = source
+    return found
+
+
 @each_file
 def test_every_pool_has_its_own_service_and_every_service_names_a_real_pool(name: str) -> None:
     pools = worker_pools(COMPOSE[name])
@@ -219,9 +228,23 @@ def test_the_image_gives_its_user_a_writable_data_directory_that_beat_keeps_on_a
     assert data_dir
     assert re.search(rf"install -d -o herald -g herald -m 700 {re.escape(data_dir.group(1))}\b", DOCKERFILE)
     for name in FILES:
-        volumes = COMPOSE[name]["services"]["beat"]["volumes"]
-        assert [v.split(":")[1] for v in volumes] == [data_dir.group(1)], name
-        assert volumes[0].split(":")[0] in COMPOSE[name]["volumes"], name
+        assert mounts(COMPOSE[name]["services"]["beat"])[data_dir.group(1)] in COMPOSE[name]["volumes"], name
+
+
+@each_file
+def test_every_herald_container_of_a_host_counts_into_one_metrics_directory(name: str) -> None:
+    # the api's /metrics sums the files of the directory it sees: a deliver container's counts must be in it
+    compose = COMPOSE[name]
+    for service, svc in herald_services(compose).items():
+        directory = svc["environment"]["HERALD_METRICS_DIR"]
+        assert mounts(svc).get(directory) == "metrics", service
+    # in memory (emptied when the host boots, as README's Metrics asks), writable by the image's user only
+    opts = compose["volumes"]["metrics"]["driver_opts"]
+    assert (opts["type"], opts["device"]) == ("tmpfs", "tmpfs"), name
+    mount = dict(o.partition("=")[::2] for o in opts["o"].split(","))
+    uid = re.search(r"useradd --uid (\d+) [^\n]*herald", DOCKERFILE)
+    assert uid and mount["uid"] == mount["gid"] == uid.group(1), name
+    assert mount["mode"] == "0700", name
 
 
 @each_file

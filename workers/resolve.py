@@ -77,28 +77,21 @@ def resolve(event_id: str) -> int:
         if event is None:
             raise PoisonMessage(f"event {event_id} does not exist")
         lane = lane_of(event.type, event.source, event.severity)  # its batches ride the event's lane
-        work = event.status == "enriched" or (event.status == "resolving" and event.status_at < stale)
-        if work:
-            event.status, event.status_at = "resolving", utcnow()
-        elif event.status != "resolved":
-            return 0  # not enriched yet, grouped, refused, or another task holds the lease
-    if work:
-        enqueued = 0
-        for batches in notify(key, utcnow()):
-            _enqueue(batches, lane)
-            enqueued += len(batches)
-        with db.session() as s:
-            s.execute(update(EventRow).where(EventRow.id == key).values(status="resolved", status_at=utcnow()))
-        return enqueued
-    # Redelivered after the work was done: re-enqueue the batches that still have work (deliver is idempotent),
-    # those pending past the stall deadline only: a batch due more recently has its message on its queue (a
-    # third copy would only make a down pool's queue grow), and the recovery sweep resends one that lost it.
+        if event.status != "enriched" and not (event.status == "resolving" and event.status_at < stale):
+            # Not enriched yet, grouped, refused, another task holds the lease, or done: a copy sent again after
+            # the work (the recovery sweep's, a redelivery) adds nothing. Every batch went to the broker before
+            # the event was marked resolved; one the broker lost is the recovery sweep's to resend, once per stall
+            # and only when its queues are empty (schedules/recover.py): a copy from here grew a down deliver
+            # pool's queue past one re-enqueue per batch on a slow host.
+            return 0
+        event.status, event.status_at = "resolving", utcnow()
+    enqueued = 0
+    for batches in notify(key, utcnow()):
+        _enqueue(batches, lane)
+        enqueued += len(batches)
     with db.session() as s:
-        pending = s.execute(select(Delivery.channel, Delivery.batch_id)
-                            .where(Delivery.event_id == key, Delivery.status == "pending", Delivery.due_at < stale)
-                            .distinct()).all()
-    _enqueue(pending, lane)
-    return len(pending)
+        s.execute(update(EventRow).where(EventRow.id == key).values(status="resolved", status_at=utcnow()))
+    return enqueued
 
 
 def _enqueue(batches: Sequence[tuple[str, uuid.UUID]], lane: Lane) -> None:

@@ -68,3 +68,34 @@ def test_a_down_deliver_pool_gets_one_message_per_stalled_batch_not_one_per_swee
     assert rows(select(func.count()).select_from(DeliveryAttempt))[0][0] == 30
     sent = [json.loads(x)["delivery_id"] for x in Path(TEST_ENV["HERALD_DEV_OUTPUT"]).read_text().splitlines()]
     assert len(sent) == len(set(sent)) == 30
+
+
+def test_a_resolve_sent_again_after_its_work_adds_no_copy_of_a_waiting_batch(clean: None) -> None:
+    from sqlalchemy import update
+
+    from herald import db
+    from workers.enrich import enrich
+    from workers.ingest import ingest
+    from workers.resolve import resolve
+
+    # given 30 targets in 3 batches, resolved while no deliver pool runs: one message per batch waits
+    apply_fanout(30)
+    os.environ["HERALD_BATCH_SIZE"] = "10"
+    get_settings.cache_clear()
+    try:
+        event = artifact_deployed("orders-api", kind="api", environment="dev")
+        ingest.run(event.to_json())
+        enrich.run(str(event.id))
+        assert resolve.run(str(event.id)) == 3
+    finally:
+        os.environ.pop("HERALD_BATCH_SIZE", None)
+        get_settings.cache_clear()
+    assert deliver_queue_depth() == 3
+    # and the targets stalled behind the down pool (due a deadline ago)
+    with db.session() as s:
+        s.execute(update(Delivery).values(due_at=utcnow() - timedelta(seconds=600)))
+    # when resolve is sent again after its work (the recovery sweep found the event late, or a redelivery)
+    assert resolve.run(str(event.id)) == 0
+    # then it adds no copy: the queue still holds one message per batch (a lost one is the recovery sweep's)
+    assert deliver_queue_depth() == 3
+    assert rows(select(EventRow.status)) == [("resolved",)]

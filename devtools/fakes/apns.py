@@ -59,7 +59,18 @@ class FakeApns:
         self.provider_tokens: dict[str, int] = {}  # token -> requests that used it
         self.connections = 0
         self.live: set[ApnsProtocol] = set()  # open connections, dropped when their host is refused
+        # answers on their way, a hung host's too (their connection may be gone): cancelled when the fakes stop
+        self.answering: set[asyncio.Future[None]] = set()
         self._verified: dict[str, float] = {}
+
+    async def stop(self) -> None:
+        """Drop every connection and cancel the answers still on their way."""
+        for protocol in list(self.live):
+            if protocol.transport is not None:
+                protocol.transport.abort()
+        for answer in list(self.answering):
+            answer.cancel()
+        await asyncio.gather(*self.answering, return_exceptions=True)
 
     def reset_switches(self) -> None:
         """The APNs-only switches, as a fresh fake has them."""
@@ -242,7 +253,9 @@ class ApnsProtocol(asyncio.Protocol):
         self.handled += 1
         self.last_processed = stream_id
         self.open_streams += 1
-        asyncio.ensure_future(self.respond(stream_id, headers, bytes(body)))
+        answer = asyncio.ensure_future(self.respond(stream_id, headers, bytes(body)))
+        self.fake.answering.add(answer)
+        answer.add_done_callback(self.fake.answering.discard)
         if self.fake.goaway_after and not self.going_away and self.handled >= self.fake.goaway_after:
             # A graceful GOAWAY (RFC 9113 section 6.8), as APNs sends: the streams up to this one are
             # still answered, the later ones never processed. h2's close_connection() would refuse to

@@ -152,6 +152,7 @@ class FakeProviders:
             self._watch.cancel()
         for server in self._apns_servers.values():
             server.close()
+        await self.apns.stop()  # a hung host's answers would otherwise outlive the loop
         self.email.close()
         for runner in self._runners:
             await runner.cleanup()

@@ -3,7 +3,7 @@
 Each group of commands lives in its own module (events, directory, deadletters, sweeps, credentials,
 keys, people, channels, workers, demo); cli.output holds what they all print with and the exit codes: 0 success;
 1 the work failed (for example the demo left targets pending); 2 bad input (an invalid event,
-directory file or argument), with a one-line reason; 3 a service herald needs (broker or database)
+directory file, argument or setting), with a one-line reason; 3 a service herald needs (broker or database)
 is unreachable.
 """
 
@@ -24,7 +24,7 @@ from cli.directory import directory_app
 from cli.incidents import incidents_app
 from cli.keys import keys_app
 from cli.metrics import metrics_app
-from cli.output import EXIT_UNAVAILABLE, err
+from cli.output import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, err
 from cli.people import people_app
 from cli.webhooks import webhooks_app
 
@@ -57,13 +57,39 @@ app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(metrics_app, name="metrics")
 
 
-def main() -> None:
-    from herald import logs
+def settings_problems(exc: Exception) -> list[str]:
+    """What is wrong with herald's settings, one line per environment variable; empty when ``exc`` is about
+    something else. The values are never shown: a setting may hold a secret (``HERALD_ACTION_KEYS``)."""
+    import pydantic
+    from pydantic_settings import BaseSettings
 
-    logs.configure(logging.WARNING)  # text, or JSON lines with HERALD_LOG_FORMAT=json
+    if not isinstance(exc, pydantic.ValidationError):
+        return []
+    classes, seen = [BaseSettings], {}
+    while classes:  # every settings class loaded: herald's own and each channel's (HERALD_<CHANNEL>_*)
+        for sub in classes.pop().__subclasses__():
+            seen[sub.__name__] = sub
+            classes.append(sub)
+    settings = seen.get(exc.title)
+    if settings is None:
+        return []
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        name = f"{prefix}{loc[0]}".upper() if loc else f"the {prefix}* settings together"
+        where = f" (at {'.'.join(loc[1:])})" if len(loc) > 1 else ""
+        problems.append(f"invalid setting {name}{where}: {error['msg']}")
+    return problems
+
+
+def main() -> None:
     import sqlalchemy.exc
 
+    from herald import logs
+
     try:
+        logs.configure(logging.WARNING)  # text, or JSON lines with HERALD_LOG_FORMAT=json; reads the settings
         app()
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as exc:
         reason = str(exc.orig).strip().splitlines()[0]
@@ -73,3 +99,9 @@ def main() -> None:
             reason = f"database unreachable: {reason}"
         err.print(f"herald: {reason}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(EXIT_UNAVAILABLE)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        if not (problems := settings_problems(exc)):
+            raise
+        for problem in problems:
+            err.print(f"herald: {problem}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)

@@ -18,7 +18,7 @@ from producers import artifact_deployed, publish
 from schedules.recover import recover_stalled
 from tests.integration.conftest import REDIS_URL, SESSION, TEST_ENV, Workers, wait_until
 from tests.integration.helpers import all_done, rows
-from tests.integration.test_reliability import apply_fanout
+from tests.integration.test_reliability import apply_fanout, enriched_fanout
 
 
 def deliver_queue_depth() -> int:
@@ -74,22 +74,11 @@ def test_a_resolve_sent_again_after_its_work_adds_no_copy_of_a_waiting_batch(cle
     from sqlalchemy import update
 
     from herald import db
-    from workers.enrich import enrich
-    from workers.ingest import ingest
     from workers.resolve import resolve
 
     # given 30 targets in 3 batches, resolved while no deliver pool runs: one message per batch waits
-    apply_fanout(30)
-    os.environ["HERALD_BATCH_SIZE"] = "10"
-    get_settings.cache_clear()
-    try:
-        event = artifact_deployed("orders-api", kind="api", environment="dev")
-        ingest.run(event.to_json())
-        enrich.run(str(event.id))
+    with enriched_fanout(30, batch_size=10) as event:
         assert resolve.run(str(event.id)) == 3
-    finally:
-        os.environ.pop("HERALD_BATCH_SIZE", None)
-        get_settings.cache_clear()
     assert deliver_queue_depth() == 3
     # and the targets stalled behind the down pool (due a deadline ago)
     with db.session() as s:

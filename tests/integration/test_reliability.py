@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from herald import db
+from herald.events import Event
 from herald.models import DeadLetter, Delivery, DeliveryAttempt, EventRow, Outbox
 from producers import artifact_deployed, publish
 from tests.integration import ownredis
@@ -45,6 +47,27 @@ def apply_fanout(n: int) -> None:
     path.write_text(FANOUT_DIRECTORY.format(people=people, members=", ".join(f"p{i}" for i in range(n))))
     with db.session() as s:
         directory.apply(directory.load(path), s)
+
+
+@contextmanager
+def enriched_fanout(people: int, batch_size: int) -> Iterator[Event]:
+    """An artifact event for ``people`` people, ingested and enriched in this process; inside the block, resolve
+    writes batches of ``batch_size``."""
+    from herald.settings import get_settings
+    from workers.enrich import enrich
+    from workers.ingest import ingest
+
+    apply_fanout(people)
+    os.environ["HERALD_BATCH_SIZE"] = str(batch_size)
+    get_settings.cache_clear()
+    try:
+        event = artifact_deployed("orders-api", kind="api", environment="dev")
+        ingest.run(event.to_json())
+        enrich.run(str(event.id))
+        yield event
+    finally:
+        os.environ.pop("HERALD_BATCH_SIZE", None)
+        get_settings.cache_clear()
 
 
 def test_worker_killed_mid_batch_loses_nothing_and_resends_only_in_flight(workers: Workers) -> None:
@@ -192,19 +215,9 @@ def test_a_resolve_that_died_mid_way_is_resumed_without_notifying_anyone_twice(c
 
     from herald.models import Notification
     from herald.models import utcnow as datetime_now
-    from workers.enrich import enrich
-    from workers.ingest import ingest
     from workers.resolve import notify, resolve
 
-    apply_fanout(25)
-    os.environ["HERALD_BATCH_SIZE"] = "10"
-    from herald.settings import get_settings
-
-    get_settings.cache_clear()
-    try:
-        event = artifact_deployed("orders-api", kind="api", environment="dev")
-        ingest.run(event.to_json())
-        enrich.run(str(event.id))
+    with enriched_fanout(25, batch_size=10) as event:
         with db.session() as s:
             s.execute(update(EventRow).where(EventRow.id == event.id).values(status="resolving"))
         chunks = cast(Generator[list[tuple[str, uuid.UUID]]], notify(event.id, datetime_now()))
@@ -219,9 +232,6 @@ def test_a_resolve_that_died_mid_way_is_resumed_without_notifying_anyone_twice(c
             s.execute(update(EventRow).where(EventRow.id == event.id)
                       .values(status_at=datetime_now() - timedelta(seconds=600)))
         resolve.run(str(event.id))
-    finally:
-        os.environ.pop("HERALD_BATCH_SIZE", None)
-        get_settings.cache_clear()
     # then everyone has exactly one notification and one delivery, and the event is resolved
     assert rows(select(func.count(), func.count(func.distinct(Notification.person_id))).select_from(Notification)) == [
         (25, 25)]
